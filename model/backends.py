@@ -1,0 +1,248 @@
+"""Inference backends: ``mask = backend(magnitude)``.
+
+``magnitude`` and ``mask`` are ``(batch, 1, n_bins, context_frames)`` float32, the mask in
+[0, 1].  Three backends sit behind one registry:
+
+* ``onnx``: ONNX Runtime, CPU or the CUDA execution provider; needs no torch.
+* ``torchscript``: a TorchScript module (the card's ``torchscript`` file, or traced from the
+  checkpoint at load), CPU or CUDA.
+* ``eager``: the PyTorch module itself, CPU or CUDA.
+
+torch is imported only inside the two torch backends.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vocex.model.card import CardError, ModelCard
+
+ACCELS = ("auto", "cpu", "cuda")
+
+
+class ModelError(ValueError):
+    """A model that cannot be loaded: missing, truncated or not matching its card."""
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """A card and the folder its files live in."""
+
+    card: ModelCard
+    folder: Path
+    card_path: Path
+
+    def path(self, kind: str) -> Path | None:
+        """Path of the card's ``kind`` file (``onnx``, ``torchscript``, ``checkpoint``)."""
+        name = self.card.files.get(kind)
+        return self.folder / name if name else None
+
+
+def default_model_path() -> Path:
+    """The card of the model shipped inside the package."""
+    return Path(str(resources.files("vocex.model") / "weights" / "default.json"))
+
+
+def resolve_model(spec: str | Path | None = None) -> ModelFiles:
+    """Find a model: ``None`` (the shipped default), a card ``.json``, a weights file with its
+    card beside it (same stem), or a folder holding exactly one card."""
+    path = default_model_path() if spec is None else Path(spec)
+    if path.is_dir():
+        cards = sorted(path.glob("*.json"))
+        if len(cards) != 1:
+            raise ModelError(f"{path}: expected one model card (.json) in the folder, found {len(cards)}")
+        path = cards[0]
+    elif path.suffix != ".json":
+        if not path.exists():
+            raise ModelError(f"{path}: no such model file")
+        path = path.with_suffix(".json")
+    if not path.exists():
+        what = "the shipped default model is missing (reinstall vocex)" if spec is None else "no such model card"
+        raise ModelError(f"{path}: {what}")
+    try:
+        card = ModelCard.load(path)
+    except CardError as exc:
+        raise ModelError(str(exc)) from None
+    files = ModelFiles(card, path.parent, path)
+    if not card.files:
+        raise ModelError(f"{path}: the card lists no weights files")
+    for kind in card.files:
+        p = files.path(kind)
+        if p is not None and not p.exists():
+            raise ModelError(f"{path}: its {kind} file {p.name} is missing")
+    return files
+
+
+class Backend(Protocol):
+    """``mask = backend(magnitude)``, both ``(batch, 1, n_bins, context_frames)`` float32."""
+
+    name: str
+    device: str
+    card: ModelCard
+
+    def __call__(self, magnitude: NDArray[np.float32]) -> NDArray[np.float32]: ...
+
+
+def _check_input(card: ModelCard, magnitude: NDArray[np.float32]) -> None:
+    expected = (1, card.n_bins, card.context_frames)
+    if magnitude.ndim != 4 or magnitude.shape[1:] != expected:
+        raise ValueError(f"magnitude must be (batch, {', '.join(map(str, expected))}), got {magnitude.shape}")
+
+
+def _cuda_with_torch() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+class OnnxBackend:
+    """ONNX Runtime; ``threads`` sets intra-op threads (None: ONNX Runtime's default)."""
+
+    name = "onnx"
+
+    def __init__(self, files: ModelFiles, accel: str = "auto", threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        path = files.path("onnx")
+        if path is None:
+            raise ModelError(f"{files.card_path}: the card lists no onnx file (run vocex-export)")
+        self.card = files.card
+        providers = ["CPUExecutionProvider"]
+        if accel in ("auto", "cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        elif accel == "cuda":
+            raise ModelError("--accel cuda: ONNX Runtime has no CUDA execution provider here")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ModelError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
+        inp = self.session.get_inputs()[0]
+        if list(inp.shape[1:]) != [1, self.card.n_bins, self.card.context_frames]:
+            raise ModelError(f"{path}: input shape {inp.shape} does not match its card "
+                             f"(1, {self.card.n_bins}, {self.card.context_frames})")
+        self.input_name = inp.name
+        self.device = "cuda" if self.session.get_providers()[0].startswith("CUDA") else "cpu"
+
+    def __call__(self, magnitude: NDArray[np.float32]) -> NDArray[np.float32]:
+        _check_input(self.card, magnitude)
+        return self.session.run(None, {self.input_name: magnitude})[0]
+
+
+def load_unet(files: ModelFiles):  # -> vocex.model.unet.UNet (torch)
+    """The eager PyTorch module of a model, in eval mode, on the CPU."""
+    import torch
+
+    from vocex.model.unet import UNet
+
+    path = files.path("checkpoint")
+    if path is None:
+        raise ModelError(f"{files.card_path}: the card lists no checkpoint")
+    model = UNet(files.card.base_channels)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+        raise ModelError(f"{path}: not a checkpoint of this card's U-Net ({str(exc).splitlines()[0][:200]})") from None
+    return model.eval()
+
+
+class _TorchBackend:
+    def __init__(self, files: ModelFiles, accel: str = "auto", threads: int | None = None) -> None:
+        import torch
+
+        if accel == "cuda" and not torch.cuda.is_available():
+            raise ModelError("--accel cuda: torch sees no CUDA device")
+        self.device = "cuda" if accel in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+        if threads:
+            torch.set_num_threads(threads)
+        self.card = files.card
+        self.module = self._load(files).to(self.device)
+        self._torch = torch
+
+    def _load(self, files: ModelFiles):
+        raise NotImplementedError
+
+    def __call__(self, magnitude: NDArray[np.float32]) -> NDArray[np.float32]:
+        _check_input(self.card, magnitude)
+        with self._torch.inference_mode():
+            x = self._torch.from_numpy(np.ascontiguousarray(magnitude)).to(self.device)
+            return self.module(x).cpu().numpy()
+
+
+class EagerBackend(_TorchBackend):
+    name = "eager"
+
+    def _load(self, files: ModelFiles):
+        return load_unet(files)
+
+
+class TorchScriptBackend(_TorchBackend):
+    name = "torchscript"
+
+    def _load(self, files: ModelFiles):
+        import torch
+
+        path = files.path("torchscript")
+        if path is not None:
+            try:
+                return torch.jit.load(str(path), map_location="cpu").eval()
+            except (RuntimeError, OSError, ValueError) as exc:
+                raise ModelError(f"{path}: not a loadable TorchScript model ({str(exc).splitlines()[0][:200]})") from None
+        return script_unet(load_unet(files))
+
+
+def script_unet(model):  # UNet -> torch.jit.ScriptModule
+    """TorchScript of an eval-mode U-Net (scripted, so no shape is baked in)."""
+    import torch
+
+    return torch.jit.script(model.eval())
+
+
+BACKENDS: dict[str, Callable[..., Backend]] = {
+    "onnx": OnnxBackend,
+    "torchscript": TorchScriptBackend,
+    "eager": EagerBackend,
+}
+
+
+def installed_backends() -> list[str]:
+    """Backends whose runtime is importable here."""
+    names = []
+    if importlib.util.find_spec("onnxruntime"):
+        names.append("onnx")
+    if importlib.util.find_spec("torch"):
+        names += ["torchscript", "eager"]
+    return names
+
+
+def load_backend(
+    files: ModelFiles, name: str = "auto", accel: str = "auto", threads: int | None = None
+) -> Backend:
+    """Open a model with a backend; ``auto`` prefers ONNX Runtime, then TorchScript."""
+    if accel not in ACCELS:
+        raise ValueError(f"accel must be one of {ACCELS}")
+    if name == "auto":
+        usable = [n for n in installed_backends() if n != "eager"]
+        usable = [n for n in usable if files.path("onnx" if n == "onnx" else "checkpoint") or
+                  (n == "torchscript" and files.path("torchscript"))]
+        if not usable:
+            raise ModelError("no usable backend: install onnxruntime (and an ONNX export of the "
+                             "model) or torch (pip install 'vocex[torch]')")
+        name = usable[0]
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+    if name != "onnx" and not importlib.util.find_spec("torch"):
+        raise ModelError(f"backend {name} needs torch: pip install 'vocex[torch]'")
+    return BACKENDS[name](files, accel=accel, threads=threads)

@@ -1,0 +1,120 @@
+"""Model cards: the JSON contract beside every weights file.
+
+A card says everything needed to use a set of weights without importing the code that
+trained them: the front end (sample rate, STFT), the network's patch shape and width, how
+channels are handled, what it was trained on and what it scored.  Loading never unpickles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vocex.model.dsp import WINDOWS, default_window
+
+CARD_VERSION = 1
+CHANNELS_POLICY = "each input channel is separated independently (mono model)"
+
+
+class CardError(ValueError):
+    """A model card is missing, unreadable or inconsistent."""
+
+
+@dataclass(frozen=True)
+class FrontEnd:
+    """Sample rate and STFT of a model."""
+
+    sample_rate: int
+    n_fft: int
+    hop: int
+    window: str
+
+    def __post_init__(self) -> None:
+        if self.sample_rate <= 0 or self.n_fft <= 0 or not 0 < self.hop <= self.n_fft:
+            raise CardError(f"invalid front end {self}")
+        if self.window not in WINDOWS:
+            raise CardError(f"unknown window {self.window!r}; known: {', '.join(WINDOWS)}")
+
+
+def paper_front_end() -> FrontEnd:
+    """Jansson et al. 2017: 8192 Hz, n_fft 1024, hop 768 (128 frames = 12 s)."""
+    return FrontEnd(8192, 1024, 768, default_window(1024, 768))
+
+
+PRESETS = {"paper": paper_front_end}
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Everything about a set of weights except the weights."""
+
+    name: str
+    sample_rate: int
+    n_fft: int
+    hop: int
+    window: str
+    n_bins: int = 512
+    context_frames: int = 128
+    base_channels: int = 16
+    channels: str = CHANNELS_POLICY
+    training: dict[str, Any] = field(default_factory=dict)
+    scores: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    version: int = CARD_VERSION
+
+    def __post_init__(self) -> None:
+        self.front_end  # validates
+        if self.n_bins % 64 or self.context_frames % 64:
+            raise CardError(
+                f"n_bins ({self.n_bins}) and context_frames ({self.context_frames}) must be "
+                "multiples of 64 (six stride-2 layers)"
+            )
+        if self.n_bins > self.n_fft // 2 + 1:
+            raise CardError(f"n_bins {self.n_bins} exceeds the {self.n_fft // 2 + 1} STFT bins")
+
+    @property
+    def front_end(self) -> FrontEnd:
+        return FrontEnd(self.sample_rate, self.n_fft, self.hop, self.window)
+
+    @classmethod
+    def from_front_end(cls, name: str, front_end: FrontEnd, **kwargs: Any) -> ModelCard:
+        return cls(name=name, **dataclasses.asdict(front_end), **kwargs)
+
+    def replace(self, **changes: Any) -> ModelCard:
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=False) + "\n"
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(self.to_json())
+
+    @classmethod
+    def load(cls, path: Path) -> ModelCard:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise CardError(f"model card not found: {path}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CardError(f"model card {path} is unreadable: {exc}") from None
+        if not isinstance(data, dict):
+            raise CardError(f"model card {path} is not a JSON object")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise CardError(f"model card {path} has unknown fields: {', '.join(sorted(unknown))}")
+        if data.get("version", CARD_VERSION) > CARD_VERSION:
+            raise CardError(f"model card {path} is version {data['version']}; update vocex")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise CardError(f"model card {path} is incomplete: {exc}") from None
+
+
+def card_path_for(weights: Path) -> Path:
+    """The card that belongs to a weights file: same folder and stem, ``.json``."""
+    return Path(weights).with_suffix(".json")

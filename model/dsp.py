@@ -1,0 +1,127 @@
+"""STFT front end shared by training, offline separation and the streaming path.
+
+Conventions (one definition used everywhere, so streaming == offline can be tested):
+
+* Frame ``j`` covers input samples ``[(j + 1) * hop - n_fft, (j + 1) * hop)``; samples
+  before the start of the signal are zeros.  This is exactly what a streaming STFT sees
+  when it computes a frame each time ``hop`` new samples have arrived.
+* Analysis window ``w``; synthesis window ``w / sum_k w(n - k hop)^2`` (least-squares
+  overlap-add), so analysis followed by synthesis reconstructs the input exactly for any
+  ``n_fft``/``hop`` pair whose window sum has no zeros.  Two windows are provided:
+  ``sqrt_hann`` (for ``hop <= n_fft / 2``) and ``sine_taper`` (flat top with sine tapers of
+  length ``n_fft - hop``: power-complementary, for the paper's 25 % overlap).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+WINDOWS = ("sqrt_hann", "sine_taper")
+
+
+def default_window(n_fft: int, hop: int) -> str:
+    """The window vocex uses for an ``n_fft``/``hop`` pair."""
+    return "sqrt_hann" if 2 * hop <= n_fft else "sine_taper"
+
+
+def analysis_window(n_fft: int, hop: int, window: str) -> NDArray[np.float32]:
+    """Analysis window, shape ``(n_fft,)``, float32."""
+    if not 0 < hop <= n_fft:
+        raise ValueError(f"hop must be in 1..n_fft, got hop={hop}, n_fft={n_fft}")
+    n = np.arange(n_fft, dtype=np.float64)
+    if window == "sqrt_hann":
+        w = np.sqrt(0.5 - 0.5 * np.cos(2.0 * np.pi * n / n_fft))
+    elif window == "sine_taper":
+        taper = n_fft - hop
+        w = np.ones(n_fft)
+        if taper > 0:
+            ramp = np.sin(0.5 * np.pi * (np.arange(taper) + 0.5) / taper)
+            w[:taper] = ramp
+            w[n_fft - taper :] = ramp[::-1]
+    else:
+        raise ValueError(f"unknown window {window!r}; choose one of {WINDOWS}")
+    return w.astype(np.float32)
+
+
+def synthesis_window(n_fft: int, hop: int, window: str) -> NDArray[np.float32]:
+    """Synthesis window, shape ``(n_fft,)``, float32: ``w / sum_k w(n - k hop)^2``."""
+    w = analysis_window(n_fft, hop, window).astype(np.float64)
+    wsum = np.zeros(n_fft + hop)
+    for start in range(-(n_fft // hop) * hop, n_fft, hop):
+        lo, hi = max(start, 0), min(start + n_fft, n_fft)
+        if lo < hi:
+            wsum[lo:hi] += w[lo - start : hi - start] ** 2
+    wsum = wsum[:n_fft]
+    if wsum.min() < 1e-3:
+        raise ValueError(f"window {window!r} with n_fft={n_fft}, hop={hop} cannot reconstruct")
+    return (w / wsum).astype(np.float32)
+
+
+def n_frames_for(n_samples: int, n_fft: int, hop: int) -> int:
+    """Frames needed so that every sample is covered by all frames that overlap it."""
+    return -(-n_samples // hop) + -(-n_fft // hop) - 1
+
+
+def stft(
+    audio: NDArray[np.float32], n_fft: int, hop: int, window: str
+) -> NDArray[np.complex64]:
+    """Short-time Fourier transform.
+
+    Args:
+        audio: ``(n_samples, n_channels)`` float32.
+    Returns:
+        ``(n_channels, n_fft // 2 + 1, n_frames)`` complex64, ``n_frames`` from
+        :func:`n_frames_for`.
+    """
+    n_samples, n_channels = audio.shape
+    n_frames = n_frames_for(n_samples, n_fft, hop)
+    total = (n_frames - 1) * hop + n_fft
+    padded = np.zeros((n_channels, total), dtype=np.float32)
+    padded[:, n_fft - hop : n_fft - hop + n_samples] = audio.T
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=1)[:, ::hop]
+    spec = np.fft.rfft(frames * analysis_window(n_fft, hop, window), axis=-1)
+    return np.ascontiguousarray(spec.transpose(0, 2, 1)).astype(np.complex64)
+
+
+def istft(
+    spec: NDArray[np.complex64], n_samples: int, n_fft: int, hop: int, window: str
+) -> NDArray[np.float32]:
+    """Inverse of :func:`stft`.
+
+    Args:
+        spec: ``(n_channels, n_fft // 2 + 1, n_frames)`` complex.
+        n_samples: length of the signal to return.
+    Returns:
+        ``(n_samples, n_channels)`` float32.
+    """
+    n_channels, _, n_frames = spec.shape
+    frames = np.fft.irfft(spec.transpose(0, 2, 1), n=n_fft, axis=-1)
+    frames *= synthesis_window(n_fft, hop, window)
+    total = (n_frames - 1) * hop + n_fft
+    out = np.zeros((n_channels, total), dtype=np.float64)
+    for j in range(n_frames):
+        out[:, j * hop : j * hop + n_fft] += frames[:, j]
+    start = n_fft - hop
+    audio = np.zeros((n_samples, n_channels), dtype=np.float32)
+    avail = min(n_samples, total - start)
+    audio[:avail] = out[:, start : start + avail].T
+    return audio
+
+
+def extend_mask(mask: NDArray[np.float32], n_freqs: int) -> NDArray[np.float32]:
+    """Extend a mask over the model's ``n_bins`` to all ``n_freqs`` STFT bins.
+
+    Bins above the model's band (the Nyquist bin for the paper's 512 of 513) take the
+    mask of the highest modelled bin.
+
+    Args:
+        mask: ``(..., n_bins, n_frames)`` in [0, 1].
+    Returns:
+        ``(..., n_freqs, n_frames)``.
+    """
+    n_bins = mask.shape[-2]
+    if n_bins >= n_freqs:
+        return mask[..., :n_freqs, :]
+    top = np.repeat(mask[..., n_bins - 1 : n_bins, :], n_freqs - n_bins, axis=-2)
+    return np.concatenate([mask, top], axis=-2)

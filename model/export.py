@@ -1,0 +1,97 @@
+"""``vocex-export``: write ONNX and TorchScript files (and a card) from a trained checkpoint.
+
+    vocex-export runs/my-run/model.json -o models/ --name mymodel
+
+writes ``models/mymodel.{pt,onnx,ts,json}``; the card lists the files it wrote.  Existing
+files are never overwritten without ``--force``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from vocex.model.files import atomic_path
+from vocex.model.backends import ModelError, ModelFiles, load_unet, resolve_model, script_unet
+
+ONNX_OPSET = 17
+
+
+def _atomic(dest: Path, write) -> None:  # write(tmp_path)
+    with atomic_path(dest) as tmp:
+        write(tmp)
+
+
+def export_onnx(model, card, dest: Path) -> None:
+    """ONNX of ``mask = model(magnitude)`` with a dynamic batch axis."""
+    import torch
+
+    example = torch.rand(1, 1, card.n_bins, card.context_frames)
+
+    def write(tmp: Path) -> None:
+        torch.onnx.export(
+            model, (example,), str(tmp), dynamo=False, opset_version=ONNX_OPSET,
+            input_names=["magnitude"], output_names=["mask"],
+            dynamic_axes={"magnitude": {0: "batch"}, "mask": {0: "batch"}},
+        )
+
+    _atomic(dest, write)
+
+
+def export(files: ModelFiles, out_dir: Path, name: str, formats: list[str], force: bool = False) -> Path:
+    """Export ``formats`` (``onnx``, ``torchscript``) beside a copy of the checkpoint."""
+    import torch
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    targets = {"checkpoint": out_dir / f"{name}.pt", "card": out_dir / f"{name}.json"}
+    if "onnx" in formats:
+        targets["onnx"] = out_dir / f"{name}.onnx"
+    if "torchscript" in formats:
+        targets["torchscript"] = out_dir / f"{name}.ts"
+    src = files.path("checkpoint")
+    existing = [p for k, p in targets.items() if p.exists() and not (k == "checkpoint" and p == src)]
+    if existing and not force:
+        raise FileExistsError(f"{existing[0]} exists; use --force to overwrite")
+    model = load_unet(files)
+    if src != targets["checkpoint"]:
+        _atomic(targets["checkpoint"], lambda tmp: shutil.copyfile(src, tmp))
+    written = {"checkpoint": targets["checkpoint"].name}
+    if "onnx" in formats:
+        export_onnx(model, files.card, targets["onnx"])
+        written["onnx"] = targets["onnx"].name
+    if "torchscript" in formats:
+        scripted = script_unet(model)
+        _atomic(targets["torchscript"], lambda tmp: torch.jit.save(scripted, str(tmp)))
+        written["torchscript"] = targets["torchscript"].name
+    card = files.card.replace(files=written)
+    _atomic(targets["card"], lambda tmp: card.save(tmp))
+    return targets["card"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="vocex-export", description=__doc__.split("\n\n")[0])
+    p.add_argument("model", help="card (.json) or checkpoint (.pt with its card beside it)")
+    p.add_argument("-o", "--out-dir", type=Path, required=True)
+    p.add_argument("--name", help="file stem of the exported model (default: the card's stem)")
+    p.add_argument("--format", dest="formats", action="append", choices=["onnx", "torchscript"],
+                   help="what to write (repeatable; default: both)")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    args = p.parse_args(argv)
+    try:
+        files = resolve_model(args.model)
+        name = args.name or files.card_path.stem
+        card = export(files, args.out_dir, name, args.formats or ["onnx", "torchscript"], args.force)
+    except (ModelError, FileExistsError) as exc:
+        print(f"vocex-export: error: {exc}", file=sys.stderr)
+        return 3 if isinstance(exc, ModelError) else 4
+    except OSError as exc:
+        print(f"vocex-export: error: {exc.filename or args.out_dir}: {exc.strerror}", file=sys.stderr)
+        return 4
+    print(f"wrote {card}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The U-Net of Jansson et al., "Singing Voice Separation with Deep U-Net Convolutional
+Networks" (ISMIR 2017).
+
+Encoder: six Conv2d 5x5 stride 2 (16, 32, 64, 128, 256, 512 channels at the paper width),
+each batch-normed with leaky ReLU 0.2.  Decoder: six ConvTranspose2d 5x5 stride 2 back to one
+channel, batch norm and ReLU (sigmoid on the last, giving the mask), 50 % dropout after the
+first three, each fed the concatenation of the previous decoder output and the matching
+encoder output.  The output of :class:`UNet` is the soft mask; the vocal estimate is
+``mask * magnitude`` and the paper's loss is L1 between that and the true vocal magnitude
+(:func:`l1_loss`).
+
+This module imports torch; inference without torch goes through the ONNX backend.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+N_LAYERS = 6
+PAPER_BASE_CHANNELS = 16
+
+
+class UNet(nn.Module):
+    """Mask estimator.
+
+    Args:
+        base_channels: channels of the first encoder layer (16 in the paper); layer ``i``
+            has ``base_channels * 2**i``.
+        dropout: dropout probability after the first three decoder layers (0.5 in the paper).
+
+    ``forward(magnitude)``: ``magnitude`` is ``(batch, 1, n_bins, n_frames)`` float32, linear
+    STFT magnitude, ``n_bins`` and ``n_frames`` multiples of 64.  It is scaled by its own
+    maximum per item (the paper's [0, 1] normalisation) before the network, so the mask does
+    not depend on the input level.  Returns the mask, same shape, in [0, 1].
+    """
+
+    def __init__(self, base_channels: int = PAPER_BASE_CHANNELS, dropout: float = 0.5) -> None:
+        super().__init__()
+        widths = [base_channels * 2**i for i in range(N_LAYERS)]
+        self.encoder = nn.ModuleList()
+        in_ch = 1
+        for out_ch in widths:
+            self.encoder.append(
+                nn.Sequential(
+                    nn.Conv2d(in_ch, out_ch, 5, stride=2, padding=2),
+                    nn.BatchNorm2d(out_ch),
+                    nn.LeakyReLU(0.2),
+                )
+            )
+            in_ch = out_ch
+        self.decoder = nn.ModuleList()
+        # decoder i maps to the width of encoder N-2-i; its input is the previous decoder
+        # output concatenated with encoder N-1-i (the first takes the bottleneck alone).
+        for i in range(N_LAYERS):
+            out_ch = widths[N_LAYERS - 2 - i] if i < N_LAYERS - 1 else 1
+            layers: list[nn.Module] = [
+                nn.ConvTranspose2d(in_ch, out_ch, 5, stride=2, padding=2, output_padding=1)
+            ]
+            if i < N_LAYERS - 1:
+                layers += [nn.BatchNorm2d(out_ch), nn.ReLU()]
+                if i < 3:
+                    layers.append(nn.Dropout(dropout))
+            else:
+                layers.append(nn.Sigmoid())
+            self.decoder.append(nn.Sequential(*layers))
+            in_ch = 2 * out_ch
+
+    def forward(self, magnitude: torch.Tensor) -> torch.Tensor:
+        peak = torch.amax(magnitude, dim=(1, 2, 3), keepdim=True)
+        x = magnitude / (peak + 1e-8)
+        skips = []
+        for layer in self.encoder:
+            x = layer(x)
+            skips.append(x)
+        x = skips[-1]
+        for i, layer in enumerate(self.decoder):
+            if i > 0:
+                x = torch.cat([x, skips[-1 - i]], dim=1)
+            x = layer(x)
+        return x
+
+
+def l1_loss(
+    mask: torch.Tensor,
+    mix_magnitude: torch.Tensor,
+    vocal_magnitude: torch.Tensor,
+    frame_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The paper's loss: mean ``|mask * mix - vocals|``, all ``(batch, 1, n_bins, n_frames)``.
+
+    ``frame_weights`` (``(n_frames,)``, optional) weights the time columns, e.g. towards the
+    newest columns that the live path uses; it is normalised to mean 1.
+    """
+    err = torch.abs(mask * mix_magnitude - vocal_magnitude)
+    if frame_weights is not None:
+        err = err * (frame_weights / frame_weights.mean())
+    return err.mean()

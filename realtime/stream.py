@@ -1,0 +1,439 @@
+"""The streaming separator: any host block size in, the same block size out, with an exactly
+known delay.  No I/O happens here; ``vocex-live`` and ``vocex-separate --streaming`` drive it.
+
+Signal path (per channel)::
+
+    device rate --soxr--> model rate --STFT (frame every hop)--> |X| columns
+        -> sliding window of the newest context_frames columns
+        -> every K hops: U-Net on the window; mask columns [-L-K, -L) of the window
+        -> mask * X for those K frames -> inverse FFT -> overlap-add (numba)
+        -> model rate --soxr--> device rate vocal estimate, delayed by latency_samples
+    output = vocals mode:  mix * vocals + (1 - mix) * dry
+             karaoke mode: dry - mix * vocals            (dry = input delayed by the same amount)
+
+Every stage is time-aligned (soxr's streams compensate their own delay, the STFT/OLA drops
+its padding), so the only delay is the prefill of the output FIFO, ``latency_samples``: the
+smallest prefill that never runs dry for any host block size, computed from the sample
+counts of the stages.  Output sample ``t`` is therefore exactly the offline computation of
+sample ``t - latency_samples``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+import soxr
+from numpy.typing import NDArray
+
+from vocex.model.backends import Backend
+from vocex.model.card import ModelCard
+from vocex.model.dsp import analysis_window, extend_mask, synthesis_window
+
+MODES = ("karaoke", "vocals")
+RESAMPLER_QUALITY = "HQ"
+
+
+@dataclass(frozen=True)
+class StreamingSettings:
+    """How the live path uses a model: an inference every ``hop_batch`` (K) hops, whose newest
+    K mask columns are used after ``lookahead_frames`` (L) further frames of future context."""
+
+    hop_batch: int = 1
+    lookahead_frames: int = 0
+    resampler_quality: str = RESAMPLER_QUALITY
+
+    def validate(self, card: ModelCard) -> None:
+        if self.hop_batch < 1 or self.lookahead_frames < 0:
+            raise ValueError("hop batch K must be >= 1 and lookahead L >= 0")
+        if self.hop_batch + self.lookahead_frames > card.context_frames:
+            raise ValueError(f"K + L must be at most context_frames ({card.context_frames})")
+
+    def model_latency(self, card: ModelCard) -> int:
+        """Algorithmic latency at the model's rate, in samples, without resampling."""
+        return card.n_fft - 1 + (self.hop_batch - 1 + self.lookahead_frames) * card.hop
+
+    def describe(self, card: ModelCard) -> dict[str, Any]:
+        return {"hop_batch": self.hop_batch, "lookahead_frames": self.lookahead_frames,
+                "model_latency_ms": round(1000 * self.model_latency(card) / card.sample_rate, 2)}
+
+
+def streaming_settings(card: ModelCard, hop_batch: int | None = None, lookahead: int | None = None) -> StreamingSettings:
+    """Settings with the card's live defaults (``card.training['live']`` if present) filled in."""
+    live = card.training.get("live", {}) if isinstance(card.training, dict) else {}
+    s = StreamingSettings(hop_batch if hop_batch is not None else int(live.get("hop_batch", 1)),
+                          lookahead if lookahead is not None else int(live.get("lookahead_frames", 0)))
+    s.validate(card)
+    return s
+
+
+@numba.njit(cache=True, nogil=True)
+def _overlap_add(acc: np.ndarray, frames: np.ndarray, synth: np.ndarray, hop: int,
+                 out: np.ndarray, out_pos: int) -> None:  # pragma: no cover - compiled
+    """Overlap-add ``frames`` (C, K, n_fft) into ``acc`` (C, n_fft) one after another; after
+    each frame the first ``hop`` samples of ``acc`` are final: they go to
+    ``out[:, out_pos + k*hop : ...]`` and ``acc`` shifts left by ``hop``."""
+    n_ch, n_frames, n_fft = frames.shape
+    for c in range(n_ch):
+        for k in range(n_frames):
+            for i in range(n_fft):
+                acc[c, i] += frames[c, k, i] * synth[i]
+            base = out_pos + k * hop
+            for i in range(hop):
+                out[c, base + i] = acc[c, i]
+            for i in range(n_fft - hop):
+                acc[c, i] = acc[c, i + hop]
+            for i in range(n_fft - hop, n_fft):
+                acc[c, i] = 0.0
+
+
+class _Fifo:
+    """Fixed-capacity FIFO of ``(n_channels, capacity)`` float32 (no allocation after init)."""
+
+    def __init__(self, n_channels: int, capacity: int) -> None:
+        self.buf = np.zeros((n_channels, capacity), dtype=np.float32)
+        self.cap = capacity
+        self.start = 0
+        self.size = 0
+
+    def push(self, data: NDArray[np.float32]) -> None:  # data (n_channels, n)
+        n = data.shape[1]
+        if self.size + n > self.cap:
+            raise OverflowError("FIFO overflow")
+        pos = (self.start + self.size) % self.cap
+        first = min(n, self.cap - pos)
+        self.buf[:, pos : pos + first] = data[:, :first]
+        self.buf[:, : n - first] = data[:, first:]
+        self.size += n
+
+    def push_zeros(self, n: int) -> None:
+        pos = (self.start + self.size) % self.cap
+        first = min(n, self.cap - pos)
+        self.buf[:, pos : pos + first] = 0.0
+        self.buf[:, : n - first] = 0.0
+        self.size += n
+
+    def pop_into(self, out: NDArray[np.float32]) -> int:  # out (n_channels, n); returns n popped
+        n = min(out.shape[1], self.size)
+        first = min(n, self.cap - self.start)
+        out[:, :first] = self.buf[:, self.start : self.start + first]
+        out[:, first:n] = self.buf[:, : n - first]
+        self.start = (self.start + n) % self.cap
+        self.size -= n
+        return n
+
+    def clear(self) -> None:
+        self.start = self.size = 0
+
+
+class MaskStream:
+    """The model-rate core: samples in, time-aligned vocal estimate out, in bursts.
+
+    ``push(x)`` takes ``(n_channels, n)`` float32 at the model rate and returns how many new
+    vocal samples became final; they are appended to ``self.vocals`` (a :class:`_Fifo`).
+    The vocal stream is aligned with the input: its sample ``i`` estimates input sample ``i``.
+    """
+
+    def __init__(self, backend: Backend, n_channels: int, settings: StreamingSettings) -> None:
+        card = backend.card
+        settings.validate(card)
+        self.backend, self.card, self.settings = backend, card, settings
+        self.n_channels = n_channels
+        n_fft, hop, ctx = card.n_fft, card.hop, card.context_frames
+        self.n_fft, self.hop, self.ctx, self.n_bins = n_fft, hop, ctx, card.n_bins
+        self.K, self.L = settings.hop_batch, settings.lookahead_frames
+        n_freqs = n_fft // 2 + 1
+        self.window = analysis_window(n_fft, hop, card.window)
+        self.synth = synthesis_window(n_fft, hop, card.window)
+        self.frame_in = np.zeros((n_channels, n_fft), dtype=np.float32)
+        self.windowed = np.zeros((n_channels, n_fft), dtype=np.float32)
+        self.spec = np.zeros((n_channels, n_freqs), dtype=np.complex64)
+        hist = self.K + self.L
+        self.spec_hist = np.zeros((n_channels, hist, n_freqs), dtype=np.complex64)
+        self.mag_ring = np.zeros((n_channels, 1, card.n_bins, ctx), dtype=np.float32)
+        self.window_in = np.zeros((n_channels, 1, card.n_bins, ctx), dtype=np.float32)
+        self.masked = np.zeros((n_channels, self.K, n_freqs), dtype=np.complex64)
+        self.frames = np.zeros((n_channels, self.K, n_fft), dtype=np.float32)
+        self.acc = np.zeros((n_channels, n_fft), dtype=np.float32)
+        self.burst = np.zeros((n_channels, self.K * hop), dtype=np.float32)
+        self.vocals = _Fifo(n_channels, 4 * (n_fft + (self.K + self.L + 2) * hop) + 4 * hop)
+        self.inference_seconds: list[float] = []
+        self.reset()
+
+    def reset(self) -> None:
+        for a in (self.frame_in, self.spec_hist, self.mag_ring, self.acc):
+            a[...] = 0
+        self.fill = self.n_fft - self.hop  # the first frame sees n_fft - hop zeros (as offline)
+        self.n_frames = 0
+        self.discard = self.n_fft - self.hop  # OLA output before the signal's start
+        self.vocals.clear()
+
+    def final_after(self, n_in: int) -> int:
+        """How many vocal samples are final after ``n_in`` input samples (counts only)."""
+        frames = n_in // self.hop
+        events = frames // self.K
+        done_frames = events * self.K - self.L  # frames whose OLA head is final
+        return max(0, done_frames * self.hop - (self.n_fft - self.hop))
+
+    def push(self, x: NDArray[np.float32]) -> int:
+        n, pos, made = x.shape[1], 0, 0
+        while pos < n:
+            take = min(self.n_fft - self.fill, n - pos)
+            self.frame_in[:, self.fill : self.fill + take] = x[:, pos : pos + take]
+            self.fill += take
+            pos += take
+            if self.fill == self.n_fft:
+                made += self._on_frame()
+                self.frame_in[:, : self.n_fft - self.hop] = self.frame_in[:, self.hop :]
+                self.fill = self.n_fft - self.hop
+        return made
+
+    def _on_frame(self) -> int:
+        j = self.n_frames
+        np.multiply(self.frame_in, self.window, out=self.windowed)
+        np.fft.rfft(self.windowed, axis=1, out=self.spec)
+        hist = self.K + self.L
+        self.spec_hist[:, j % hist] = self.spec
+        np.abs(self.spec[:, : self.n_bins], out=self.mag_ring[:, 0, :, j % self.ctx])
+        self.n_frames = j + 1
+        if self.n_frames % self.K:
+            return 0
+        return self._infer()
+
+    def _infer(self) -> int:
+        import time
+
+        j = self.n_frames - 1
+        ctx, K, L = self.ctx, self.K, self.L
+        start = (j + 1) % ctx  # oldest column of the window in the ring
+        self.window_in[..., : ctx - start] = self.mag_ring[..., start:]
+        self.window_in[..., ctx - start :] = self.mag_ring[..., :start]
+        t0 = time.perf_counter()
+        mask = self.backend(self.window_in)  # (C, 1, n_bins, ctx)
+        self.inference_seconds.append(time.perf_counter() - t0)
+        mask = np.nan_to_num(mask[:, 0, :, ctx - L - K : ctx - L], nan=0.0, posinf=1.0, neginf=0.0)
+        full = extend_mask(np.clip(mask, 0.0, 1.0), self.spec.shape[1])  # (C, n_freqs, K)
+        hist = K + L
+        first = j - L - K + 1  # oldest frame the mask columns belong to
+        for k in range(K):
+            f = first + k
+            if f < 0:
+                self.masked[:, k] = 0
+            else:
+                np.multiply(self.spec_hist[:, f % hist], full[:, :, k], out=self.masked[:, k])
+        np.fft.irfft(self.masked, n=self.n_fft, axis=2, out=self.frames)
+        _overlap_add(self.acc, self.frames, self.synth, self.hop, self.burst, 0)
+        produced = K * self.hop
+        # frames before the stream start (f < 0) emit nothing, and the first n_fft - hop
+        # samples of the OLA are the left padding of frame 0: drop both
+        lo = min(max(0, -first) * self.hop, produced)
+        skip = min(self.discard, produced - lo)
+        self.discard -= skip
+        lo += skip
+        self.vocals.push(self.burst[:, lo:produced])
+        return produced - lo
+
+
+class StreamingSeparator:
+    """Streaming vocal separation at a device's sample rate.
+
+    Args:
+        backend: an inference backend (its card gives the model's front end).
+        n_channels: channels in and out; each is separated on its own.
+        sample_rate: the host's rate in Hz; soxr streams convert to and from the model's.
+        settings: hop batch K, lookahead L, resampler quality.
+        mode: ``karaoke`` (the input without its vocals) or ``vocals``.
+        mix: wet amount in [0, 1] (0 gives the dry input).
+        max_block: largest piece processed at once (longer host blocks are split); only
+            sizes the internal buffers, never changes the output.
+
+    ``process_block(block, out)``: ``block`` and ``out`` are ``(n_samples, n_channels)``
+    float32, any ``n_samples``; ``out[t]`` is the result for input sample
+    ``t - latency_samples``.  Everything is allocated here, in ``__init__``.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        n_channels: int,
+        sample_rate: int,
+        settings: StreamingSettings | None = None,
+        mode: str = "karaoke",
+        mix: float = 1.0,
+        max_block: int = 1024,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}")
+        if not 0.0 <= mix <= 1.0:
+            raise ValueError("mix must be in [0, 1]")
+        if n_channels < 1 or sample_rate <= 0:
+            raise ValueError("need at least one channel and a positive sample rate")
+        card = backend.card
+        self.card = card
+        self.settings = settings or streaming_settings(card)
+        self.core = MaskStream(backend, n_channels, self.settings)
+        self.n_channels, self.sample_rate = n_channels, sample_rate
+        self.mode, self.mix = mode, float(mix)
+        self.max_block = max_block
+        self.resampling = sample_rate != card.sample_rate
+        self._latency = self._compute_latency()
+        burst = self.core.K * card.hop + 1
+        dev_burst = int(np.ceil(burst * sample_rate / card.sample_rate)) + 64
+        cap = self._latency + max_block + 4 * dev_burst + self.core.vocals.cap * max(1, -(-sample_rate // card.sample_rate))
+        self.vocal_fifo = _Fifo(n_channels, cap)
+        self.dry_fifo = _Fifo(n_channels, self._latency + max_block + 1)
+        self.vocal_chunk = np.zeros((n_channels, self.core.vocals.cap), dtype=np.float32)
+        self.voc_out = np.zeros((n_channels, max_block), dtype=np.float32)
+        self.dry_out = np.zeros((n_channels, max_block), dtype=np.float32)
+        self.underruns = 0
+        self.reset()
+
+    @property
+    def latency_samples(self) -> int:
+        """Exact algorithmic latency at ``sample_rate``: STFT window, hop batch, lookahead
+        and both resamplers."""
+        return self._latency
+
+    def _new_resamplers(self) -> None:
+        q = self.settings.resampler_quality
+        if self.resampling:
+            self.rs_in = soxr.ResampleStream(self.sample_rate, self.card.sample_rate, self.n_channels, dtype="float32", quality=q)
+            self.rs_out = soxr.ResampleStream(self.card.sample_rate, self.sample_rate, self.n_channels, dtype="float32", quality=q)
+
+    def _compute_latency(self) -> int:
+        """Smallest FIFO prefill that never runs dry, from the stages' sample counts."""
+        core, card = self.core, self.card
+        steady = core.settings.model_latency(card) + core.K * card.hop
+        if not self.resampling:
+            n = np.arange(1, 2 * steady + 1)
+            finals = np.array([core.final_after(int(i)) for i in n])
+            return int(np.max(n - finals))
+        q = self.settings.resampler_quality
+        rs_in = soxr.ResampleStream(self.sample_rate, card.sample_rate, 1, dtype="float32", quality=q)
+        rs_out = soxr.ResampleStream(card.sample_rate, self.sample_rate, 1, dtype="float32", quality=q)
+        one = np.zeros((1, 1), dtype=np.float32)
+        ratio = self.sample_rate / card.sample_rate
+        n_dev = int(np.ceil(3 * steady * ratio)) + 4 * self.sample_rate // 10
+        m = made = out = lag = 0
+        for i in range(1, n_dev + 1):
+            m += rs_in.resample_chunk(one).shape[0]
+            final = core.final_after(m)
+            if final > made:
+                out += rs_out.resample_chunk(np.zeros((final - made, 1), dtype=np.float32)).shape[0]
+                made = final
+            lag = max(lag, i - out)
+        return int(lag)
+
+    def reset(self) -> None:
+        """Forget all signal history; the next block starts a new stream."""
+        self.core.reset()
+        self._new_resamplers()
+        self.vocal_fifo.clear()
+        self.dry_fifo.clear()
+        self.vocal_fifo.push_zeros(self._latency)
+        self.dry_fifo.push_zeros(self._latency)
+        self.underruns = 0
+
+    def process_block(self, block: NDArray[np.float32], out: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
+        """Process ``(n_samples, n_channels)`` float32; returns ``out`` (allocated if None)."""
+        if block.ndim != 2 or block.shape[1] != self.n_channels:
+            raise ValueError(f"block must be (n_samples, {self.n_channels}), got {block.shape}")
+        if out is None:
+            out = np.empty_like(block, dtype=np.float32)
+        for a in range(0, block.shape[0], self.max_block):
+            b = min(a + self.max_block, block.shape[0])
+            self._process(block[a:b], out[a:b])
+        return out
+
+    def _process(self, block: NDArray[np.float32], out: NDArray[np.float32]) -> None:
+        n = block.shape[0]
+        x = self.rs_in.resample_chunk(block) if self.resampling else block
+        made = self.core.push(x.T)
+        if made:
+            k = self.core.vocals.pop_into(self.vocal_chunk[:, :made])
+            if self.resampling:
+                y = self.rs_out.resample_chunk(np.ascontiguousarray(self.vocal_chunk[:, :k].T))
+                self.vocal_fifo.push(y.T)
+            else:
+                self.vocal_fifo.push(self.vocal_chunk[:, :k])
+        self.dry_fifo.push(block.T)
+        voc, dry = self.voc_out[:, :n], self.dry_out[:, :n]
+        got = self.vocal_fifo.pop_into(voc)
+        if got < n:  # cannot happen with the computed latency; counted, never silent garbage
+            voc[:, got:] = 0.0
+            self.underruns += 1
+        self.dry_fifo.pop_into(dry)
+        if self.mode == "vocals":
+            np.multiply(voc, self.mix, out=voc)
+            voc += (1.0 - self.mix) * dry
+            out[...] = voc.T
+        else:
+            np.multiply(voc, -self.mix, out=voc)
+            voc += dry
+            out[...] = voc.T
+
+    def flush(self) -> NDArray[np.float32]:
+        """Push ``latency_samples`` of silence: returns the last ``(latency_samples,
+        n_channels)`` output, completing the response to everything pushed so far."""
+        zeros = np.zeros((self._latency, self.n_channels), dtype=np.float32)
+        return self.process_block(zeros)
+
+
+def separate_streaming(
+    backend: Backend,
+    audio: NDArray[np.float32],
+    sample_rate: int,
+    settings: StreamingSettings | None = None,
+    block_size: int = 4096,
+) -> NDArray[np.float32]:
+    """Vocals of a whole signal through the streaming separator, aligned by its latency.
+
+    Args:
+        audio: ``(n_samples, n_channels)`` float32 at ``sample_rate``.
+    Returns:
+        ``(n_samples, n_channels)`` float32 vocal estimate (what ``vocex-live --mode vocals``
+        plays, shifted back by ``latency_samples``).
+    """
+    sep = StreamingSeparator(backend, audio.shape[1], sample_rate, settings, mode="vocals",
+                             max_block=max(block_size, 1))
+    out = np.empty((audio.shape[0] + sep.latency_samples, audio.shape[1]), dtype=np.float32)
+    for a in range(0, audio.shape[0], block_size):
+        b = min(a + block_size, audio.shape[0])
+        sep.process_block(audio[a:b], out[a:b])
+    out[audio.shape[0] :] = sep.flush()
+    return out[sep.latency_samples :]
+
+
+def reference_vocals(
+    backend: Backend, audio: NDArray[np.float32], settings: StreamingSettings
+) -> NDArray[np.float32]:
+    """What the streaming core computes, done offline with batched inference: for testing.
+
+    Args:
+        audio: ``(n_samples, n_channels)`` float32 at the model's rate.
+    Returns:
+        ``(n_samples, n_channels)`` float32 vocals, aligned with the input.
+    """
+    from vocex.model.dsp import istft, stft
+
+    card = backend.card
+    K, L, ctx, hop = settings.hop_batch, settings.lookahead_frames, card.context_frames, card.hop
+    n, n_ch = audio.shape
+    tail = (K + L + -(-card.n_fft // hop) + 1) * hop
+    padded = np.concatenate([audio, np.zeros((tail, n_ch), dtype=np.float32)])
+    spec = stft(padded, card.n_fft, hop, card.window)
+    mag = np.abs(spec[:, : card.n_bins]).astype(np.float32)
+    n_frames = mag.shape[2]
+    mag = np.concatenate([np.zeros((n_ch, card.n_bins, ctx), dtype=np.float32), mag], axis=2)
+    mask = np.zeros((n_ch, card.n_bins, n_frames), dtype=np.float32)
+    for j in range(K - 1, n_frames, K):
+        win = mag[:, None, :, j + 1 : j + 1 + ctx]  # frames j-ctx+1 .. j
+        cols = backend(np.ascontiguousarray(win))[:, 0, :, ctx - L - K : ctx - L]
+        first = j - L - K + 1
+        for k in range(K):
+            if 0 <= first + k < n_frames:
+                mask[:, :, first + k] = np.clip(cols[:, :, k], 0.0, 1.0)
+    full = extend_mask(mask, spec.shape[1])
+    return istft(spec * full, padded.shape[0], card.n_fft, hop, card.window)[:n]

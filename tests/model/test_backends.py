@@ -1,0 +1,106 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from vocex.model.backends import ModelError, default_model_path, installed_backends, load_backend, resolve_model
+from vocex.model.card import ModelCard
+
+
+def _agree(files, magnitude):
+    outputs = {name: load_backend(files, name, "cpu", threads=1)(magnitude) for name in installed_backends()}
+    assert set(outputs) >= {"onnx"}
+    ref = outputs.pop("onnx")
+    assert ref.shape == magnitude.shape and 0 <= ref.min() and ref.max() <= 1
+    for name, out in outputs.items():
+        np.testing.assert_allclose(out, ref, atol=1e-4, rtol=0, err_msg=name)
+    return ref
+
+
+def test_all_backends_agree_on_tiny_model(tiny_model):
+    files = resolve_model(tiny_model)
+    mag = np.random.default_rng(1).random((3, 1, 64, 64), dtype=np.float32) ** 3
+    mask = _agree(files, mag)
+    assert mask.std() > 1e-3  # a real, input-dependent mask
+
+
+def test_all_backends_agree_on_shipped_model():
+    files = resolve_model(None)
+    card = files.card
+    mag = np.abs(np.random.default_rng(2).standard_normal((2, 1, card.n_bins, card.context_frames))).astype(np.float32)
+    _agree(files, mag)
+
+
+@pytest.mark.gpu
+def test_cuda_backends_agree_with_cpu(tiny_model):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    files = resolve_model(tiny_model)
+    mag = np.random.default_rng(3).random((2, 1, 64, 64), dtype=np.float32)
+    ref = load_backend(files, "eager", "cpu")(mag)
+    for name in ("torchscript", "eager"):
+        np.testing.assert_allclose(load_backend(files, name, "cuda")(mag), ref, atol=1e-4)
+
+
+def test_shipped_model_card_is_complete():
+    card = ModelCard.load(default_model_path())
+    assert card.files["onnx"] and card.files["checkpoint"]
+    assert card.scores["musdb18hq-mini-test"]["median"]["vocals"]["SDR"] > 0
+    assert "test" not in json.dumps(card.training["data"]).lower()
+
+
+def test_resolve_by_weights_file_and_folder(tiny_model):
+    assert resolve_model(tiny_model.with_suffix(".onnx")).card_path == tiny_model
+    assert resolve_model(tiny_model.parent).card_path == tiny_model
+
+
+def _copy(tiny_model, tmp_path):
+    dest = tmp_path / "m"
+    shutil.copytree(tiny_model.parent, dest, ignore=shutil.ignore_patterns("raw"))
+    return dest / tiny_model.name
+
+
+def test_missing_model(tmp_path):
+    with pytest.raises(ModelError, match="no such model"):
+        resolve_model(tmp_path / "nope.json")
+
+
+def test_card_listing_missing_file(tiny_model, tmp_path):
+    card = _copy(tiny_model, tmp_path)
+    card.with_suffix(".onnx").unlink()
+    with pytest.raises(ModelError, match="onnx file .* is missing"):
+        resolve_model(card)
+
+
+def test_truncated_onnx_and_checkpoint(tiny_model, tmp_path):
+    card = _copy(tiny_model, tmp_path)
+    for suffix, backend in ((".onnx", "onnx"), (".pt", "eager")):
+        path = card.with_suffix(suffix)
+        path.write_bytes(path.read_bytes()[:1000])
+        with pytest.raises(ModelError, match="not a"):
+            load_backend(resolve_model(card), backend, "cpu")
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda d: d.update(context_frames=128), "does not match its card"),
+    (lambda d: d.update(n_bins=128), "exceeds"),
+    (lambda d: d.update(bogus=1), "unknown fields"),
+    (lambda d: d.pop("hop"), "incomplete"),
+    (lambda d: d.update(n_bins=100), "multiples of 64"),
+])
+def test_mismatched_or_broken_card(tiny_model, tmp_path, edit, match):
+    card = _copy(tiny_model, tmp_path)
+    data = json.loads(card.read_text())
+    edit(data)
+    card.write_text(json.dumps(data))
+    with pytest.raises(ModelError, match=match):
+        load_backend(resolve_model(card), "onnx", "cpu")
+
+
+def test_unreadable_card(tiny_model, tmp_path):
+    card = _copy(tiny_model, tmp_path)
+    card.write_text("{not json")
+    with pytest.raises(ModelError, match="unreadable"):
+        resolve_model(card)

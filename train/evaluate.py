@@ -1,0 +1,191 @@
+"""``vocex-eval``: BSSEval v4 (museval) scores of a model on a MUSDB18 / MUSDB18-HQ / DSD100 folder.
+
+For each track the ``vocals`` and ``accompaniment`` estimates are scored at the track's own
+rate over 1 s frames and summarised by the median over frames; the summary is the median
+over tracks.  In the same run and the same JSON (under ``baselines``) come two references:
+``mixture`` (the mixture used as both estimates: the floor) and ``oracle_irm`` (the ideal
+ratio mask from the true stems, applied with the model's own STFT and sample rate: the
+ceiling of any mask this front end can apply).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vocex.model.audio import resample
+from vocex.model.backends import ModelError, load_backend, resolve_model
+from vocex.model.card import ModelCard
+from vocex.model.cli import EXIT_INPUT, EXIT_MODEL, EXIT_OK, EXIT_OUTPUT, add_model_arguments, fail
+from vocex.model.dsp import istft, stft
+from vocex.model.separate import Separator
+from vocex.train.data import DataError, Track, iter_tracks
+
+PROG = "vocex-eval"
+TARGETS = ("vocals", "accompaniment")
+METRICS = ("SDR", "SIR", "SAR", "ISR")
+
+Estimator = Callable[[Track], tuple[NDArray[np.float32], NDArray[np.float32]]]
+
+
+def bss_scores(track: Track, vocals: NDArray[np.float32], accompaniment: NDArray[np.float32]) -> dict[str, dict[str, float]]:
+    """Median over 1 s frames of museval's BSSEval v4 metrics for both targets."""
+    import museval
+
+    refs = np.stack([track.vocals, track.accompaniment]).astype(np.float64)
+    ests = np.stack([vocals, accompaniment]).astype(np.float64)
+    sdr, isr, sir, sar = museval.evaluate(refs, ests, win=track.sample_rate, hop=track.sample_rate, mode="v4")
+    values = {"SDR": sdr, "ISR": isr, "SIR": sir, "SAR": sar}
+    return {
+        target: {m: _nanmedian(values[m][i]) for m in METRICS}
+        for i, target in enumerate(TARGETS)
+    }
+
+
+def _nanmedian(x: NDArray[np.float64]) -> float:
+    x = np.asarray(x, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    return round(float(np.median(x)), 3) if x.size else float("nan")
+
+
+def oracle_irm(card: ModelCard) -> Estimator:
+    """Ideal ratio mask ``|V| / (|V| + |A|)`` from the true stems, with the model's STFT and rate."""
+
+    def estimate(track: Track) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        n = track.mixture.shape[0]
+        to_model = [resample(a, track.sample_rate, card.sample_rate) for a in
+                    (track.mixture, track.vocals, track.accompaniment)]
+        mix, voc, acc = (stft(a, card.n_fft, card.hop, card.window) for a in to_model)
+        mask = np.abs(voc) / (np.abs(voc) + np.abs(acc) + 1e-8)
+        vocals = istft(mix * mask, to_model[0].shape[0], card.n_fft, card.hop, card.window)
+        vocals = resample(vocals, card.sample_rate, track.sample_rate, n_out=n)
+        return vocals, track.mixture - vocals
+
+    return estimate
+
+
+def mixture_floor(track: Track) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    return track.mixture, track.mixture
+
+
+def median_over_tracks(per_track: list[dict[str, Any]], key: str | None = None) -> dict[str, dict[str, float]]:
+    rows = [t if key is None else t["baselines"][key] for t in per_track]
+    return {target: {m: _nanmedian(np.array([r[target][m] for r in rows])) for m in METRICS}
+            for target in TARGETS}
+
+
+def evaluate(
+    root: Path, subset: str, model_estimate: Estimator, card: ModelCard,
+    max_tracks: int | None = None, baselines: bool = True,
+) -> dict[str, Any]:
+    """Score every track; returns the JSON-ready report (without model metadata)."""
+    from tqdm import tqdm
+
+    systems: dict[str, Estimator] = {"model": model_estimate}
+    if baselines:
+        systems.update({"mixture": mixture_floor, "oracle_irm": oracle_irm(card)})
+    per_track: list[dict[str, Any]] = []
+    tracks = iter_tracks(root, subset)
+    for i, track in enumerate(tqdm(tracks, desc="tracks", unit="track")):
+        if max_tracks is not None and i >= max_tracks:
+            break
+        entry: dict[str, Any] = {"name": track.name, "seconds": round(track.mixture.shape[0] / track.sample_rate, 2)}
+        for system, estimate in systems.items():
+            started = time.monotonic()
+            vocals, accompaniment = estimate(track)
+            scores = bss_scores(track, vocals, accompaniment)
+            if system == "model":
+                entry.update(scores)
+                entry["separation_seconds"] = round(time.monotonic() - started, 2)
+            else:
+                entry.setdefault("baselines", {})[system] = scores
+        per_track.append(entry)
+        tqdm.write(f"{track.name}: vocals SDR {entry['vocals']['SDR']:.2f}  accompaniment SDR {entry['accompaniment']['SDR']:.2f}")
+    if not per_track:
+        raise DataError(f"{root}: no {subset} tracks")
+    report: dict[str, Any] = {"tracks": per_track, "median": median_over_tracks(per_track)}
+    if baselines:
+        report["baselines"] = {k: {"median": median_over_tracks(per_track, k)} for k in ("mixture", "oracle_irm")}
+    return report
+
+
+def print_table(report: dict[str, Any]) -> None:
+    rows = [("model", report["median"])]
+    rows += [(k, v["median"]) for k, v in report.get("baselines", {}).items()]
+    print(f"{'system':<12} {'voc SDR':>8} {'voc SIR':>8} {'voc SAR':>8} {'acc SDR':>8} {'acc SIR':>8} {'acc SAR':>8}")
+    for name, med in rows:
+        v, a = med["vocals"], med["accompaniment"]
+        print(f"{name:<12} {v['SDR']:8.2f} {v['SIR']:8.2f} {v['SAR']:8.2f} {a['SDR']:8.2f} {a['SIR']:8.2f} {a['SAR']:8.2f}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("--musdb-root", type=Path, required=True, help="MUSDB18 / MUSDB18-HQ / DSD100 folder")
+    p.add_argument("--subset", choices=("train", "test"), default="test")
+    p.add_argument("--json", type=Path, required=True, help="where to write the report")
+    add_model_arguments(p)
+    p.add_argument("--streaming", action="store_true", help="score the live (streaming) separator")
+    p.add_argument("--hop-batch", type=int, help="streaming: hops per inference K (default: the live default)")
+    p.add_argument("--lookahead", type=int, help="streaming: lookahead frames L (default: the live default)")
+    p.add_argument("--tracks", type=int, help="score only the first N tracks")
+    p.add_argument("--no-baselines", action="store_true", help="skip the mixture and oracle references")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.json.exists() and not args.force:
+        return fail(PROG, f"{args.json} exists; use --force to overwrite", EXIT_OUTPUT)
+    if not args.json.parent.is_dir():
+        return fail(PROG, f"{args.json.parent}: output folder does not exist", EXIT_OUTPUT)
+    try:
+        files = resolve_model(args.model)
+        backend = load_backend(files, args.backend, args.accel, args.threads)
+    except ModelError as exc:
+        return fail(PROG, exc, EXIT_MODEL)
+    card = files.card
+    streaming_info: dict[str, Any] | None = None
+    if args.streaming:
+        from vocex.realtime.stream import separate_streaming, streaming_settings
+
+        settings = streaming_settings(card, args.hop_batch, args.lookahead)
+        streaming_info = settings.describe(card)
+
+        def estimate(track: Track) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+            vocals = separate_streaming(backend, track.mixture, track.sample_rate, settings)
+            return vocals, track.mixture - vocals
+    else:
+        separator = Separator(backend)
+
+        def estimate(track: Track) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+            sep = separator.separate(track.mixture, track.sample_rate)
+            return sep.vocals, sep.accompaniment
+
+    try:
+        report = evaluate(args.musdb_root, args.subset, estimate, card, args.tracks, not args.no_baselines)
+    except (DataError, OSError) as exc:
+        return fail(PROG, exc, EXIT_INPUT)
+    except KeyboardInterrupt:
+        return fail(PROG, "interrupted", 130)
+    report = {"model": str(files.card_path), "model_name": card.name, "backend": backend.name,
+              "musdb_root": str(args.musdb_root), "subset": args.subset, "streaming": streaming_info, **report}
+    from vocex.model.files import atomic_path
+
+    with atomic_path(args.json) as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+    print_table(report)
+    print(f"wrote {args.json}", file=sys.stderr)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

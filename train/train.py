@@ -1,0 +1,266 @@
+"""``vocex-train``: train the U-Net on random-mix patches (Adam, the paper's L1 loss).
+
+Resumable: the run folder holds ``checkpoint.pt`` (model, optimiser, step, sampler state),
+written every ``--checkpoint-every`` steps and on exit (including Ctrl-C), and picked up by
+the same command.  The final weights are ``model.pt`` (a plain state dict) with its card
+``model.json``; ``vocex-export`` turns them into ONNX / TorchScript.
+
+Runs unchanged under ``torchrun --nproc-per-node N`` (DistributedDataParallel, gloo on CPU,
+NCCL on CUDA): each rank draws its own patches, rank 0 validates and writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vocex.model.card import PRESETS, CardError, FrontEnd, ModelCard
+from vocex.model.dsp import default_window
+from vocex.train.data import Corpus, DataError, PatchSampler, add_musdb_like, add_shared
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    out: Path
+    preset: str = "paper"
+    sample_rate: int | None = None
+    n_fft: int | None = None
+    hop: int | None = None
+    n_bins: int = 512
+    context_frames: int = 128
+    base_channels: int = 16
+    steps: int = 2000
+    minutes: float | None = None
+    batch_size: int = 8
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    seed: int = 0
+    val_fraction: float = 0.1
+    val_batches: int = 4
+    val_every: int = 200
+    checkpoint_every: int = 100
+    threads: int | None = None
+    random_mix: bool = True
+    newest_weight: float = 0.0
+    newest_columns: int = 0
+
+    def front_end(self) -> FrontEnd:
+        base = PRESETS[self.preset]()
+        n_fft = self.n_fft or base.n_fft
+        hop = self.hop or base.hop
+        window = base.window if (n_fft, hop) == (base.n_fft, base.hop) else default_window(n_fft, hop)
+        return FrontEnd(self.sample_rate or base.sample_rate, n_fft, hop, window)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vocex-train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, final model)")
+    p.add_argument("--musdb-root", type=Path, action="append", default=[],
+                   help="MUSDB18 / MUSDB18-HQ / DSD100 folder; its training songs are used (repeatable)")
+    p.add_argument("--shared-root", type=Path, action="append", default=[],
+                   help="folder laid out like ../shared/data (training material only is read)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="paper")
+    p.add_argument("--sample-rate", type=int, help="override the preset's sample rate (Hz)")
+    p.add_argument("--n-fft", type=int, help="override the preset's FFT size")
+    p.add_argument("--hop", type=int, help="override the preset's hop")
+    p.add_argument("--n-bins", type=int, default=TrainConfig.n_bins)
+    p.add_argument("--context-frames", type=int, default=TrainConfig.context_frames)
+    p.add_argument("--base-channels", type=int, default=TrainConfig.base_channels,
+                   help="width of the first layer (16 = the paper)")
+    p.add_argument("--steps", type=int, default=TrainConfig.steps)
+    p.add_argument("--minutes", type=float, help="stop (and save) after this much training time")
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    p.add_argument("--lr", type=float, default=TrainConfig.lr)
+    p.add_argument("--min-lr", type=float, default=TrainConfig.min_lr, help="cosine decay floor")
+    p.add_argument("--seed", type=int, default=TrainConfig.seed)
+    p.add_argument("--val-every", type=int, default=TrainConfig.val_every)
+    p.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every)
+    p.add_argument("--threads", type=int, help="torch intra-op threads per process")
+    p.add_argument("--no-random-mix", dest="random_mix", action="store_false",
+                   help="aligned pairs only (no voice-over-other-accompaniment mixes)")
+    p.add_argument("--newest-weight", type=float, default=0.0,
+                   help="extra loss weight on the newest --newest-columns frames (live models)")
+    p.add_argument("--newest-columns", type=int, default=0)
+    return p
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return rank, world
+
+
+def _cosine_lr(cfg: TrainConfig, step: int) -> float:
+    frac = min(step / max(cfg.steps, 1), 1.0)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * frac))
+
+
+def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object]) -> Path:
+    """Train; returns the path of the final ``model.pt``."""
+    import torch
+    import torch.distributed as dist
+    from tqdm import tqdm
+
+    from vocex.model.unet import UNet, l1_loss
+
+    rank, world = _distributed()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+
+    fe = cfg.front_end()
+    train_set, val_set = corpus.split(cfg.val_fraction)
+    if not val_set.pairs and not (val_set.vocals and val_set.accompaniments):
+        val_set = train_set  # tiny corpora: validate on fresh random mixes of the same pool
+    sampler = PatchSampler(train_set, fe, cfg.n_bins, cfg.context_frames, seed=cfg.seed * 1000 + rank,
+                           random_mix=cfg.random_mix)
+    model = UNet(cfg.base_channels).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    out = cfg.out
+    ckpt_path = out / "checkpoint.pt"
+    step = 0
+    best_val = math.inf
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        best_val = float(state["best_val"])
+        sampler.rng.bit_generator.state = state["sampler_rng"][rank] if rank < len(state["sampler_rng"]) else sampler.rng.bit_generator.state
+        if rank == 0:
+            print(f"resuming {ckpt_path} at step {step}", file=sys.stderr)
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+
+    weights = None
+    if cfg.newest_weight > 0 and cfg.newest_columns > 0:
+        weights = torch.ones(cfg.context_frames, device=device)
+        weights[-cfg.newest_columns :] += cfg.newest_weight
+
+    val_rng_seed = 12345
+    val_sampler = PatchSampler(val_set, fe, cfg.n_bins, cfg.context_frames, seed=val_rng_seed)
+    val_batches = [val_sampler.batch(cfg.batch_size) for _ in range(cfg.val_batches)] if rank == 0 else []
+
+    def validate() -> float:
+        model.eval()
+        total = 0.0
+        with torch.no_grad():
+            for mix, voc in val_batches:
+                m, v = torch.from_numpy(mix).to(device), torch.from_numpy(voc).to(device)
+                total += float(l1_loss(model(m), m, v))
+        model.train()
+        return total / max(len(val_batches), 1)
+
+    def save_checkpoint() -> None:
+        if rank != 0:
+            return
+        rng_states = [sampler.rng.bit_generator.state]
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                    "best_val": best_val, "sampler_rng": rng_states}, tmp)
+        os.replace(tmp, ckpt_path)
+
+    started = time.monotonic()
+    bar = tqdm(total=cfg.steps, initial=step, desc="train", disable=rank != 0, dynamic_ncols=True)
+    model.train()
+    loss_avg = None
+    try:
+        while step < cfg.steps:
+            if cfg.minutes is not None and time.monotonic() - started > cfg.minutes * 60:
+                if rank == 0:
+                    print(f"\n--minutes {cfg.minutes} reached at step {step}", file=sys.stderr)
+                break
+            for group in opt.param_groups:
+                group["lr"] = _cosine_lr(cfg, step)
+            mix, voc = sampler.batch(cfg.batch_size)
+            m, v = torch.from_numpy(mix).to(device), torch.from_numpy(voc).to(device)
+            loss = l1_loss(net(m), m, v, weights)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            value = float(loss.detach())
+            loss_avg = value if loss_avg is None else 0.98 * loss_avg + 0.02 * value
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_avg:.4f}", lr=f"{_cosine_lr(cfg, step):.1e}")
+            if rank == 0 and step % cfg.val_every == 0:
+                val = validate()
+                best_val = min(best_val, val)
+                bar.write(f"step {step}: train {loss_avg:.4f}  val {val:.4f}")
+            if step % cfg.checkpoint_every == 0:
+                save_checkpoint()
+    finally:
+        bar.close()
+        save_checkpoint()
+    final = out / "model.pt"
+    if rank == 0:
+        val = validate() if val_batches else float("nan")
+        torch.save(model.state_dict(), final)
+        card = ModelCard.from_front_end(
+            "vocex-unet", fe, n_bins=cfg.n_bins, context_frames=cfg.context_frames,
+            base_channels=cfg.base_channels,
+            training={
+                "data": sources,
+                "corpus_seconds": {k: round(v, 1) for k, v in corpus.seconds().items()},
+                "steps": step, "batch_size": cfg.batch_size, "processes": world,
+                "optimizer": f"Adam lr {cfg.lr} cosine to {cfg.min_lr}",
+                "loss": "L1(mask * mixture, vocals)"
+                + (f", newest {cfg.newest_columns} columns weighted +{cfg.newest_weight}" if weights is not None else ""),
+                "random_mix": cfg.random_mix, "seed": cfg.seed,
+                "validation_l1": round(val, 5),
+                "train_seconds": round(time.monotonic() - started, 1),
+            },
+            files={"checkpoint": "model.pt"},
+        )
+        card.save(out / "model.json")
+        print(f"wrote {final} and {out / 'model.json'} (step {step}, val L1 {val:.4f})", file=sys.stderr)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return final
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k not in ("musdb_root", "shared_root")})
+    try:
+        fe = cfg.front_end()
+        ModelCard.from_front_end("check", fe, n_bins=cfg.n_bins, context_frames=cfg.context_frames)
+        shared = args.shared_root
+        if not args.musdb_root and not shared:
+            raise DataError("no training data: give --musdb-root and/or --shared-root")
+        corpus = Corpus(fe.sample_rate)
+        sources: dict[str, object] = {}
+        for root in args.musdb_root:
+            sources[f"musdb:{root.name}"] = add_musdb_like(corpus, root)
+        for root in shared:
+            sources.update({f"shared:{k}": v for k, v in add_shared(corpus, root).items()})
+        cfg.out.mkdir(parents=True, exist_ok=True)
+        if (cfg.out / "model.pt").exists() and not (cfg.out / "checkpoint.pt").exists():
+            raise DataError(f"{cfg.out} already holds a finished model.pt; choose another --out")
+    except (DataError, CardError, ValueError, OSError) as exc:
+        print(f"vocex-train: error: {exc}", file=sys.stderr)
+        return 2
+    rank, _ = _distributed()
+    if rank == 0:
+        secs = corpus.seconds()
+        print("corpus: " + ", ".join(f"{k} {v:.0f} s" for k, v in secs.items()), file=sys.stderr)
+    try:
+        train(cfg, corpus, sources)
+    except KeyboardInterrupt:
+        print("vocex-train: interrupted; checkpoint saved, run the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
