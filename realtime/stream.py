@@ -136,7 +136,7 @@ class MaskStream:
     The vocal stream is aligned with the input: its sample ``i`` estimates input sample ``i``.
     """
 
-    def __init__(self, backend: Backend, n_channels: int, settings: StreamingSettings) -> None:
+    def __init__(self, backend: Backend, n_channels: int, settings: StreamingSettings, max_push: int = 4096) -> None:
         card = backend.card
         settings.validate(card)
         self.backend, self.card, self.settings = backend, card, settings
@@ -158,7 +158,9 @@ class MaskStream:
         self.frames = np.zeros((n_channels, self.K, n_fft), dtype=np.float32)
         self.acc = np.zeros((n_channels, n_fft), dtype=np.float32)
         self.burst = np.zeros((n_channels, self.K * hop), dtype=np.float32)
-        self.vocals = _Fifo(n_channels, 4 * (n_fft + (self.K + self.L + 2) * hop) + 4 * hop)
+        # one push of max_push samples finalises at most max_push + K * hop samples
+        self.max_push = max_push
+        self.vocals = _Fifo(n_channels, max_push + n_fft + (self.K + self.L + 2) * hop)
         self.inference_seconds: list[float] = []
         self.reset()
 
@@ -273,16 +275,15 @@ class StreamingSeparator:
         card = backend.card
         self.card = card
         self.settings = settings or streaming_settings(card)
-        self.core = MaskStream(backend, n_channels, self.settings)
+        ratio = card.sample_rate / sample_rate
+        self.core = MaskStream(backend, n_channels, self.settings, max_push=int(np.ceil(max_block * ratio)) + 64)
         self.n_channels, self.sample_rate = n_channels, sample_rate
         self.mode, self.mix = mode, float(mix)
         self.max_block = max_block
         self.resampling = sample_rate != card.sample_rate
         self._latency = self._compute_latency()
-        burst = self.core.K * card.hop + 1
-        dev_burst = int(np.ceil(burst * sample_rate / card.sample_rate)) + 64
-        cap = self._latency + max_block + 4 * dev_burst + self.core.vocals.cap * max(1, -(-sample_rate // card.sample_rate))
-        self.vocal_fifo = _Fifo(n_channels, cap)
+        most = int(np.ceil(self.core.vocals.cap / ratio)) + 64  # device samples from one chunk
+        self.vocal_fifo = _Fifo(n_channels, self._latency + max_block + most)
         self.dry_fifo = _Fifo(n_channels, self._latency + max_block + 1)
         self.vocal_chunk = np.zeros((n_channels, self.core.vocals.cap), dtype=np.float32)
         self.voc_out = np.zeros((n_channels, max_block), dtype=np.float32)
@@ -350,14 +351,17 @@ class StreamingSeparator:
     def _process(self, block: NDArray[np.float32], out: NDArray[np.float32]) -> None:
         n = block.shape[0]
         x = self.rs_in.resample_chunk(block) if self.resampling else block
-        made = self.core.push(x.T)
-        if made:
-            k = self.core.vocals.pop_into(self.vocal_chunk[:, :made])
-            if self.resampling:
-                y = self.rs_out.resample_chunk(np.ascontiguousarray(self.vocal_chunk[:, :k].T))
-                self.vocal_fifo.push(y.T)
-            else:
-                self.vocal_fifo.push(self.vocal_chunk[:, :k])
+        # soxr releases what it withheld in one go at the start: feed the core in pieces
+        piece = self.core.max_push
+        for a in range(0, x.shape[0], piece):
+            made = self.core.push(x[a : a + piece].T)
+            if made:
+                k = self.core.vocals.pop_into(self.vocal_chunk[:, :made])
+                if self.resampling:
+                    y = self.rs_out.resample_chunk(np.ascontiguousarray(self.vocal_chunk[:, :k].T))
+                    self.vocal_fifo.push(y.T)
+                else:
+                    self.vocal_fifo.push(self.vocal_chunk[:, :k])
         self.dry_fifo.push(block.T)
         voc, dry = self.voc_out[:, :n], self.dry_out[:, :n]
         got = self.vocal_fifo.pop_into(voc)

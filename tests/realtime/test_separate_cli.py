@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+import soundfile as sf
+
+from vocex.realtime.separate_cli import main
+from tests.conftest import tone_mix
+
+
+def _write(path, audio, rate, **kw):
+    sf.write(str(path), audio, rate, **kw)
+    return path
+
+
+@pytest.mark.parametrize("rate,channels,fmt", [(44100, 2, "wav"), (22050, 1, "flac"), (48000, 2, "ogg"), (8000, 1, "wav")])
+def test_outputs_match_input_shape_and_rate(tiny_model, tmp_path, rate, channels, fmt):
+    x = tone_mix(int(1.3 * rate), rate, channels) * 0.8
+    src = _write(tmp_path / f"song.{fmt}", x, rate)
+    assert main([str(src), "-o", str(tmp_path / "out"), "--model", str(tiny_model), "--no-progress"]) == 0
+    info = sf.info(str(src))
+    voc, r1 = sf.read(str(tmp_path / "out" / "song" / "vocals.wav"), always_2d=True)
+    acc, r2 = sf.read(str(tmp_path / "out" / "song" / "accompaniment.wav"), always_2d=True)
+    assert r1 == r2 == rate
+    assert voc.shape == acc.shape == (info.frames, channels)
+    mix, _ = sf.read(str(src), always_2d=True)
+    np.testing.assert_allclose(voc + acc, mix, atol=1e-5)
+
+
+def test_plot_and_existing_outputs(tiny_model, tmp_path, capsys):
+    src = _write(tmp_path / "a.wav", tone_mix(9000, 8000), 8000)
+    args = [str(src), "-o", str(tmp_path / "o"), "--model", str(tiny_model), "--no-progress", "--plot"]
+    assert main(args) == 0
+    png = tmp_path / "o" / "a" / "spectrogram.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    before = (tmp_path / "o" / "a" / "vocals.wav").read_bytes()
+    capsys.readouterr()
+    assert main(args) == 4
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "exists; use --force" in err
+    assert (tmp_path / "o" / "a" / "vocals.wav").read_bytes() == before
+    assert main(args + ["--force"]) == 0
+
+
+def _text(path):
+    path.write_text("not audio at all")
+    return path
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: p / "missing.wav", "no such file"),
+    (lambda p: _text(p / "text.wav"), "not a readable audio file"),
+    (lambda p: _write(p / "empty.wav", np.zeros((0, 2), np.float32), 44100), "no audio samples"),
+    (lambda p: p, "is a directory"),
+])
+def test_bad_input_is_one_line_and_nonzero(tiny_model, tmp_path, capsys, make, message):
+    src = make(tmp_path)
+    code = main([str(src), "-o", str(tmp_path / "out"), "--model", str(tiny_model)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_model_is_exit_3(tmp_path, capsys):
+    src = _write(tmp_path / "a.wav", tone_mix(4000, 8000), 8000)
+    assert main([str(src), "-o", str(tmp_path / "o"), "--model", str(tmp_path / "nope.json")]) == 3
+    assert "no such model" in capsys.readouterr().err
+
+
+def test_input_is_never_modified(tiny_model, tmp_path):
+    src = _write(tmp_path / "keep.wav", tone_mix(5000, 8000), 8000)
+    before = src.read_bytes()
+    assert main([str(src), "-o", str(tmp_path), "--model", str(tiny_model), "--no-progress"]) == 0
+    assert src.read_bytes() == before
+
+
+def test_separates_a_real_song_with_the_shipped_model(tmp_path):
+    from tests.conftest import SHARED_DATA
+
+    song = SHARED_DATA / "mixes" / "slow-motion-dream_steven-m-bryant.mp3"
+    if not song.exists():
+        pytest.skip(f"real song not found at {song}")
+    assert main([str(song), "-o", str(tmp_path), "--no-progress"]) == 0
+    mix, rate = sf.read(str(song), always_2d=True)
+    voc, r = sf.read(str(tmp_path / song.stem / "vocals.wav"), always_2d=True)
+    assert r == rate and voc.shape == mix.shape
+    # the vocal estimate is a real part of the song: neither silent nor the whole mix
+    ratio = np.sqrt(np.mean(voc**2) / np.mean(mix**2))
+    assert 0.05 < ratio < 0.9

@@ -1,0 +1,52 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("torch")
+
+from vocex.model.backends import load_backend, resolve_model  # noqa: E402
+from vocex.train.train import main  # noqa: E402
+
+TINY_ARGS = ["--sample-rate", "8000", "--n-fft", "128", "--hop", "32", "--n-bins", "64",
+             "--context-frames", "64", "--base-channels", "2", "--batch-size", "2",
+             "--val-every", "2", "--checkpoint-every", "2", "--threads", "1"]
+
+
+def test_train_resume_and_export(musdb_hq, tmp_path):
+    out = tmp_path / "run"
+    assert main(["--out", str(out), "--musdb-root", str(musdb_hq), "--steps", "3", *TINY_ARGS]) == 0
+    card = json.loads((out / "model.json").read_text())
+    assert card["training"]["steps"] == 3 and card["n_fft"] == 128
+    assert card["training"]["data"] == {f"musdb:{musdb_hq.name}": 2}
+    assert main(["--out", str(out), "--musdb-root", str(musdb_hq), "--steps", "5", *TINY_ARGS]) == 0
+    assert json.loads((out / "model.json").read_text())["training"]["steps"] == 5
+    files = resolve_model(out / "model.json")
+    backend = load_backend(files, "eager", "cpu")
+    assert backend.card.base_channels == 2
+
+    from vocex.model.export import main as export_main
+
+    assert export_main([str(out / "model.json"), "-o", str(tmp_path / "exp"), "--name", "m"]) == 0
+    assert export_main([str(out / "model.json"), "-o", str(tmp_path / "exp"), "--name", "m"]) == 4
+    exported = resolve_model(tmp_path / "exp" / "m.json")
+    assert set(exported.card.files) == {"checkpoint", "onnx", "torchscript"}
+
+
+def test_no_data_is_a_clear_error(tmp_path, capsys):
+    assert main(["--out", str(tmp_path / "r")]) == 2
+    assert "no training data" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "r"), "--musdb-root", str(tmp_path / "missing")]) == 2
+
+
+def test_ddp_two_processes_gloo(musdb_hq, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "vocex.train.train", "--out", str(out), "--musdb-root", str(musdb_hq), "--steps", "3", *TINY_ARGS]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    card = json.loads((out / "model.json").read_text())
+    assert card["training"]["processes"] == 2 and card["training"]["steps"] == 3
