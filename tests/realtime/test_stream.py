@@ -61,7 +61,7 @@ def test_resampled_stream_matches_offline_resampling(tiny_backend):
 
     rate = 22050
     x = tone_mix(rate, rate, n_channels=1)
-    s = StreamingSettings(2, 1)
+    s = StreamingSettings(2, 1, resampler_quality="HQ")  # the quality vocex.model.audio uses
     got = separate_streaming(tiny_backend, x, rate, s, block_size=1000)
     ref_model = reference_vocals(tiny_backend, resample(x, rate, RATE), s)
     ref = resample(ref_model, RATE, rate, n_out=len(x))

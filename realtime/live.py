@@ -1,0 +1,435 @@
+"""``vocex-live``: the song without its vocals (karaoke) or the vocals alone, live.
+
+    vocex-live -l                          # list audio devices
+    vocex-live --device 3                  # karaoke from device 3's input to its output
+    vocex-live -i "USB" -o "Speakers" --mode vocals --duration 60 --stats-json s.json
+
+Threads: the audio callback is python-rtmixer's C callback; it only moves samples between
+the device and two ring buffers.  A worker thread reads the input ring, runs the streaming
+separator (STFT, U-Net, overlap-add) and writes the output ring, which starts prefilled.  If
+the worker falls behind (the output ring holds less than one block), it skips inference for
+what it is late on (karaoke plays the dry input, vocals mode silence; ``--on-late silence``
+silences both), counts ``late_blocks``, and catches up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vocex.model.backends import ModelError, default_model_path, load_backend, resolve_model
+from vocex.model.cli import (EXIT_DEVICE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, EXIT_OUTPUT,
+                             add_model_arguments, fail)
+from vocex.model.files import atomic_path
+from vocex.realtime.stream import MODES, StreamingSeparator, streaming_settings
+
+PROG = "vocex-live"
+
+
+class DeviceError(RuntimeError):
+    """The audio device cannot be used as asked."""
+
+
+def live_model_path() -> Path:
+    """The shipped live model (falls back to the shipped default model)."""
+    live = default_model_path().with_name("live.json")
+    return live if live.exists() else default_model_path()
+
+
+def resolve_device(spec: str | None, kind: str) -> int | None:
+    """sounddevice device id from a number or a name substring (``None``: the default)."""
+    import sounddevice as sd
+
+    if spec is None:
+        return None
+    try:
+        devices = sd.query_devices()
+    except sd.PortAudioError as exc:
+        raise DeviceError(f"cannot list audio devices: {exc}") from None
+    key = "max_input_channels" if kind == "input" else "max_output_channels"
+    if spec.strip().lstrip("-").isdigit():
+        index = int(spec)
+        if not 0 <= index < len(devices):
+            raise DeviceError(f"no audio device {index} (vocex-live -l lists them)")
+        if devices[index][key] < 1:
+            raise DeviceError(f"device {index} ({devices[index]['name']}) has no {kind} channels")
+        return index
+    matches = [i for i, d in enumerate(devices) if spec.lower() in d["name"].lower() and d[key] > 0]
+    if not matches:
+        raise DeviceError(f"no {kind} device matches {spec!r} (vocex-live -l lists them)")
+    if len(matches) > 1:
+        names = ", ".join(f"{i}: {devices[i]['name']}" for i in matches)
+        raise DeviceError(f"{spec!r} matches several {kind} devices ({names}); give the number")
+    return matches[0]
+
+
+@dataclass
+class LiveStats:
+    """What a live run reports; ``to_json`` is the ``--stats-json`` document."""
+
+    sample_rate: int
+    model: str
+    algorithmic_latency_ms: float
+    device_latency_ms: float
+    hop_ms: float
+    inference_interval_ms: float
+    xruns: int = 0
+    late_blocks: int = 0
+    blocks: int = 0
+    worker_chunks: int = 0
+    restarts: int = 0
+    clipped_samples: int = 0
+    inference_ms: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    ended_by: str = "duration"
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def load(self) -> float:
+        return round(self.inference_ms.get("p99", 0.0) / self.inference_interval_ms, 4) if self.inference_interval_ms else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items()}
+        d["load"] = self.load
+        return d
+
+
+class Levels:
+    """Running input / output / vocal-reduction levels for the status line."""
+
+    def __init__(self) -> None:
+        self.in_energy = self.out_energy = 0.0
+        self.n = 0
+
+    def add(self, block_in: np.ndarray, block_out: np.ndarray) -> None:
+        self.in_energy += float(np.dot(block_in.ravel(), block_in.ravel()))
+        self.out_energy += float(np.dot(block_out.ravel(), block_out.ravel()))
+        self.n += block_in.size
+
+    def take(self) -> tuple[float, float, float]:
+        """(input dBFS, output dBFS, output/input dB) since the last call."""
+        if not self.n:
+            return -math.inf, -math.inf, 0.0
+        db = lambda e: 10 * math.log10(e / self.n + 1e-12)  # noqa: E731
+        result = (db(self.in_energy), db(self.out_energy), db(self.out_energy) - db(self.in_energy))
+        self.in_energy = self.out_energy = 0.0
+        self.n = 0
+        return result
+
+
+class LiveEngine:
+    """Device I/O (rtmixer or a copying sounddevice callback) around a streaming separator."""
+
+    def __init__(self, separator: StreamingSeparator, stats: LiveStats, block_size: int, io: str = "rtmixer",
+                 on_late: str = "dry", device: tuple[int | None, int | None] = (None, None),
+                 latency: str | float | None = None, prefill_blocks: int | None = None) -> None:
+        self.sep = separator
+        self.stats = stats
+        self.block_size = block_size
+        self.io = io
+        self.on_late = on_late
+        self.device = device
+        self.latency = latency
+        n_ch = separator.n_channels
+        self.n_ch = n_ch
+        chunk = 1 << max(10, (4 * block_size - 1).bit_length())
+        self.chunk = chunk
+        self.prefill_blocks = prefill_blocks
+        self.buf_in = np.zeros((chunk, n_ch), dtype=np.float32)
+        self.buf_out = np.zeros((chunk, n_ch), dtype=np.float32)
+        self.levels = Levels()
+        self.stop_event = threading.Event()
+        self.error: BaseException | None = None
+        self.lock = threading.Lock()
+
+    # -- device side -------------------------------------------------------------------------
+
+    def warm_up(self) -> float:
+        """Run the whole separator before the stream starts (numba compiles, the runtime
+        allocates on its first calls); returns the median inference time in seconds."""
+        core = self.sep.core
+        warm = np.zeros((4 * core.K * core.hop * self.sep.sample_rate // self.sep.card.sample_rate + 1, self.n_ch),
+                        dtype=np.float32)
+        self.sep.process_block(warm)
+        self.sep.reset()
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            core.backend(core.window_in)
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times))
+
+    def open(self) -> None:
+        import rtmixer
+        import sounddevice as sd
+
+        t_inf = self.warm_up()
+        if self.prefill_blocks is None:
+            # room for one block in flight plus three typical inferences of jitter
+            block_s = self.block_size / self.sep.sample_rate
+            self.prefill_blocks = 2 + math.ceil(3 * t_inf / block_s)
+        self.prefill = self.prefill_blocks * self.block_size
+
+        ring_size = 1 << max(14, (8 * self.chunk).bit_length())
+        self.ring_in = rtmixer.RingBuffer(4 * self.n_ch, ring_size)
+        self.ring_out = rtmixer.RingBuffer(4 * self.n_ch, ring_size)
+        kwargs = dict(device=self.device, channels=self.n_ch, samplerate=self.sep.sample_rate,
+                      blocksize=self.block_size, latency=self.latency)
+        try:
+            if self.io == "rtmixer":
+                self.stream = rtmixer.MixerAndRecorder(**kwargs)
+            else:
+                self.late_callbacks = 0
+                self.stream = sd.Stream(callback=self._callback, dtype="float32", **kwargs)
+        except (sd.PortAudioError, ValueError) as exc:
+            raise DeviceError(f"cannot open the audio device: {exc}") from None
+        in_lat, out_lat = self.stream.latency
+        self.stats.device_latency_ms = round(1000 * (in_lat + out_lat + self.prefill / self.sep.sample_rate), 2)
+        self.stats.details["portaudio_latency_ms"] = [round(1000 * in_lat, 2), round(1000 * out_lat, 2)]
+        self.stats.details["ring_prefill_samples"] = self.prefill
+
+    def _callback(self, indata, outdata, frames, time_info, status) -> None:  # sounddevice fallback
+        if status.input_overflow or status.output_underflow or status.input_underflow or status.output_overflow:
+            self.stats.xruns += 1
+        self.ring_in.write(indata)
+        got = self.ring_out.readinto(outdata)
+        if got < frames:
+            outdata[got:] = 0.0
+            self.late_callbacks += 1
+
+    def _start_playback(self) -> None:
+        self.ring_out.write(np.zeros((self.prefill, self.n_ch), dtype=np.float32))
+        if self.io == "rtmixer":
+            self.play_action = self.stream.play_ringbuffer(self.ring_out)
+            self.rec_action = self.stream.record_ringbuffer(self.ring_in)
+
+    # -- worker side -------------------------------------------------------------------------
+
+    def _worker(self) -> None:
+        try:
+            sr = self.sep.sample_rate
+            idle = self.block_size / sr / 4
+            while not self.stop_event.is_set():
+                if self.io == "rtmixer" and self.play_action not in self.stream.actions:
+                    self._recover()
+                avail = self.ring_in.read_available
+                if avail < self.block_size:
+                    time.sleep(idle)
+                    continue
+                n = min(avail - avail % self.block_size, self.chunk)
+                self.ring_in.readinto(self.buf_in[:n])
+                late = self.ring_out.read_available < self.block_size
+                if late:
+                    self.stats.late_blocks += -(-n // self.block_size)
+                out = self.buf_out[:n]
+                self.sep.process_block(self.buf_in[:n], out, bypass=late)
+                if late and self.on_late == "silence":
+                    out[...] = 0.0
+                self._limit(out)
+                self.levels.add(self.buf_in[:n], out)
+                self.stats.worker_chunks += 1
+                if self.ring_out.write(out) < n:
+                    self.stats.late_blocks += 1  # output ring full: cannot happen while the device runs
+        except BaseException as exc:  # surfaces in the main thread
+            self.error = exc
+            self.stop_event.set()
+
+    def _limit(self, out: np.ndarray) -> None:
+        """Output is always finite and within [-1, 1]; clipped samples are counted."""
+        if not np.isfinite(out).all():
+            np.nan_to_num(out, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
+        over = np.abs(out) > 1.0
+        if over.any():
+            self.stats.clipped_samples += int(over.sum())
+            np.clip(out, -1.0, 1.0, out=out)
+
+    def _recover(self) -> None:
+        """The output ring ran dry and rtmixer ended playback: drop the backlog, restart."""
+        self.stats.late_blocks += 1
+        self.stats.restarts += 1
+        self.ring_in.flush()
+        self.ring_out.flush()
+        self.sep.reset()
+        self._start_playback()
+
+    # -- run ---------------------------------------------------------------------------------
+
+    def run(self, duration: float | None, status_line: bool) -> None:
+        """Play until ``duration`` seconds, a stop request, Ctrl-C or a device failure."""
+        worker = threading.Thread(target=self._worker, name="vocex-worker", daemon=True)
+        started = time.monotonic()
+        if self.io != "rtmixer":
+            self._start_playback()  # the copying callback reads the ring from its first block
+        try:
+            with self.stream:
+                if self.io == "rtmixer":
+                    self._start_playback()
+                worker.start()
+                try:
+                    while not self.stop_event.is_set():
+                        if duration is not None and time.monotonic() - started >= duration:
+                            break
+                        self.stop_event.wait(0.25)
+                        if not self.stream.active:
+                            raise DeviceError("the audio stream stopped (device or audio server gone)")
+                        if status_line:
+                            self._print_status()
+                finally:
+                    self.stop_event.set()
+                    worker.join(timeout=2.0)
+                    self._collect(started)
+        finally:
+            self.stats.inference_ms = self.sep.core.timings.summary_ms()
+        if self.error is not None:
+            raise self.error
+
+    def _collect(self, started: float) -> None:
+        self.stats.seconds = round(time.monotonic() - started, 2)
+        try:
+            self.stream.stop()
+            if self.io == "rtmixer":
+                st = self.stream.stats
+                self.stats.blocks = int(st.blocks)
+                self.stats.xruns = int(st.input_overflows + st.input_underflows
+                                       + st.output_overflows + st.output_underflows)
+        except Exception as exc:  # the server may be gone; the counts so far stand
+            self.stats.details["stats_error"] = str(exc)
+        if self.io != "rtmixer":
+            self.stats.late_blocks += self.late_callbacks
+
+    def _print_status(self) -> None:
+        lin, lout, red = self.levels.take()
+        t = self.sep.core.timings
+        recent = t.recent()
+        load = (np.percentile(recent, 99) * 1000 / self.stats.inference_interval_ms) if recent.size else 0.0
+        line = (f"in {lin:6.1f} dBFS  out {lout:6.1f} dBFS  change {red:+5.1f} dB  load {load:4.2f}  "
+                f"latency {self.stats.algorithmic_latency_ms + self.stats.device_latency_ms:5.1f} ms  "
+                f"late {self.stats.late_blocks}")
+        print("\r" + line, end="", file=sys.stderr, flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-l", "--list-devices", action="store_true", help="list audio devices and exit")
+    p.add_argument("-d", "--device", help="input and output device (numeric id or name substring)")
+    p.add_argument("-i", "--input-device", help="input device (id or name substring)")
+    p.add_argument("-o", "--output-device", help="output device (id or name substring)")
+    p.add_argument("--samplerate", type=int, help="device sample rate in Hz (default: the model's)")
+    p.add_argument("--blocksize", type=int, default=256, help="device block size in samples")
+    p.add_argument("--latency", help="PortAudio latency: 'low', 'high' or seconds (default: low)", default="low")
+    p.add_argument("--channels", type=int, default=2, help="1 (mono) or 2 (stereo); each separated on its own")
+    p.add_argument("--mode", choices=MODES, default="karaoke", help="karaoke: without vocals; vocals: vocals only")
+    p.add_argument("--mix", type=float, default=1.0, help="wet amount 0..1 (0 = the dry input)")
+    add_model_arguments(p, backends=("onnx", "torchscript"))
+    p.add_argument("--hop-batch", type=int, help="K: hops per inference (default: the model card's)")
+    p.add_argument("--lookahead", type=int, help="L: lookahead frames (default: the model card's)")
+    p.add_argument("--io", choices=("rtmixer", "callback"), default="rtmixer",
+                   help="device I/O: rtmixer's C callback (default) or a copying sounddevice callback")
+    p.add_argument("--prefill-blocks", type=int,
+                   help="output ring prefill in blocks (default: from the measured inference time)")
+    p.add_argument("--on-late", choices=("dry", "silence"), default="dry",
+                   help="what plays while the worker is late")
+    p.add_argument("--duration", type=float, help="stop after this many seconds (exit 0)")
+    p.add_argument("--stats-json", type=Path, help="write run statistics here on exit")
+    p.add_argument("--no-status", action="store_true", help="no status line")
+    return p
+
+
+def _latency_arg(value: str) -> str | float:
+    if value in ("low", "high"):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise DeviceError(f"--latency must be 'low', 'high' or seconds, got {value!r}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list_devices:
+        try:
+            import sounddevice as sd
+
+            print(sd.query_devices())
+        except Exception as exc:  # PortAudio missing or broken
+            return fail(PROG, f"cannot list audio devices: {exc}", EXIT_DEVICE)
+        return EXIT_OK
+    if args.channels not in (1, 2):
+        return fail(PROG, "--channels must be 1 or 2", EXIT_INPUT)
+    if not 0.0 <= args.mix <= 1.0:
+        return fail(PROG, "--mix must be between 0 and 1", EXIT_INPUT)
+    if args.stats_json is not None and not args.stats_json.parent.is_dir():
+        return fail(PROG, f"{args.stats_json.parent}: folder for --stats-json does not exist", EXIT_OUTPUT)
+    try:
+        files = resolve_model(args.model or live_model_path())
+        backend = load_backend(files, args.backend, args.accel, args.threads or 1)
+    except ModelError as exc:
+        return fail(PROG, exc, EXIT_MODEL)
+    card = files.card
+    try:
+        settings = streaming_settings(card, args.hop_batch, args.lookahead)
+    except ValueError as exc:
+        return fail(PROG, exc, EXIT_INPUT)
+    try:
+        latency = _latency_arg(args.latency)
+        dev_in = resolve_device(args.input_device or args.device, "input")
+        dev_out = resolve_device(args.output_device or args.device, "output")
+        rate = args.samplerate or card.sample_rate
+        separator = StreamingSeparator(backend, args.channels, rate, settings, args.mode, args.mix,
+                                       max_block=max(4096, args.blocksize))
+        stats = LiveStats(
+            sample_rate=rate, model=str(files.card_path),
+            algorithmic_latency_ms=round(1000 * separator.latency_samples / rate, 2), device_latency_ms=0.0,
+            hop_ms=round(1000 * card.hop / card.sample_rate, 3),
+            inference_interval_ms=round(1000 * settings.hop_batch * card.hop / card.sample_rate, 3),
+            details={"mode": args.mode, "mix": args.mix, "backend": backend.name, "device": backend.device,
+                     "channels": args.channels, "blocksize": args.blocksize, "io": args.io,
+                     "algorithmic_latency_samples": separator.latency_samples, **settings.describe(card)},
+        )
+        engine = LiveEngine(separator, stats, args.blocksize, args.io, args.on_late, (dev_in, dev_out), latency,
+                            args.prefill_blocks)
+        engine.open()
+    except DeviceError as exc:
+        return fail(PROG, exc, EXIT_DEVICE)
+
+    code = EXIT_OK
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, lambda *_: engine.stop_event.set())
+    status = not args.no_status and sys.stderr.isatty()
+    try:
+        engine.run(args.duration, status)
+        stats.ended_by = "duration" if args.duration is not None and not engine.error else "signal"
+    except KeyboardInterrupt:
+        stats.ended_by = "ctrl-c"
+        code = EXIT_INTERRUPTED
+    except DeviceError as exc:
+        stats.ended_by = f"device error: {exc}"
+        code = fail(PROG, exc, EXIT_DEVICE)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if stats.inference_ms == {}:
+            stats.inference_ms = separator.core.timings.summary_ms()
+        if status:
+            print(file=sys.stderr)
+        if args.stats_json is not None:
+            with atomic_path(args.stats_json) as tmp:
+                tmp.write_text(json.dumps(stats.to_json(), indent=2) + "\n")
+    print(f"{PROG}: {stats.seconds:.1f} s, {args.mode}, latency {stats.algorithmic_latency_ms:.1f} ms "
+          f"(+{stats.device_latency_ms:.1f} ms device), load {stats.load:.2f}, xruns {stats.xruns}, "
+          f"late blocks {stats.late_blocks}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
