@@ -44,7 +44,13 @@ def paper_front_end() -> FrontEnd:
     return FrontEnd(8192, 1024, 768, default_window(1024, 768))
 
 
-PRESETS = {"paper": paper_front_end}
+def live_front_end() -> FrontEnd:
+    """The live preset: 48 kHz (no resampling on most devices), n_fft 1024 (21.3 ms window),
+    hop 256 (5.3 ms)."""
+    return FrontEnd(48000, 1024, 256, default_window(1024, 256))
+
+
+PRESETS = {"paper": paper_front_end, "live": live_front_end}
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,7 @@ class ModelCard:
     training: dict[str, Any] = field(default_factory=dict)
     scores: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+    live: dict[str, Any] = field(default_factory=dict)
     version: int = CARD_VERSION
 
     def __post_init__(self) -> None:

@@ -40,7 +40,8 @@ def export_onnx(model, card, dest: Path) -> None:
     _atomic(dest, write)
 
 
-def export(files: ModelFiles, out_dir: Path, name: str, formats: list[str], force: bool = False) -> Path:
+def export(files: ModelFiles, out_dir: Path, name: str, formats: list[str], force: bool = False,
+           live: dict[str, int] | None = None) -> Path:
     """Export ``formats`` (``onnx``, ``torchscript``) beside a copy of the checkpoint."""
     import torch
 
@@ -65,7 +66,7 @@ def export(files: ModelFiles, out_dir: Path, name: str, formats: list[str], forc
         scripted = script_unet(model)
         _atomic(targets["torchscript"], lambda tmp: torch.jit.save(scripted, str(tmp)))
         written["torchscript"] = targets["torchscript"].name
-    card = files.card.replace(files=written)
+    card = files.card.replace(files=written, live={**files.card.live, **(live or {})})
     _atomic(targets["card"], lambda tmp: card.save(tmp))
     return targets["card"]
 
@@ -78,11 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", dest="formats", action="append", choices=["onnx", "torchscript"],
                    help="what to write (repeatable; default: both)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.add_argument("--live-hop-batch", type=int, help="record the live default hop batch K in the card")
+    p.add_argument("--live-lookahead", type=int, help="record the live default lookahead L in the card")
     args = p.parse_args(argv)
     try:
         files = resolve_model(args.model)
         name = args.name or files.card_path.stem
-        card = export(files, args.out_dir, name, args.formats or ["onnx", "torchscript"], args.force)
+        live = {k: v for k, v in (("hop_batch", args.live_hop_batch), ("lookahead_frames", args.live_lookahead))
+                if v is not None}
+        card = export(files, args.out_dir, name, args.formats or ["onnx", "torchscript"], args.force, live)
     except (ModelError, FileExistsError) as exc:
         print(f"vocex-export: error: {exc}", file=sys.stderr)
         return 3 if isinstance(exc, ModelError) else 4

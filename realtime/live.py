@@ -81,6 +81,7 @@ class LiveStats:
     model: str
     algorithmic_latency_ms: float
     device_latency_ms: float
+    buffer_latency_ms: float
     hop_ms: float
     inference_interval_ms: float
     xruns: int = 0
@@ -95,12 +96,18 @@ class LiveStats:
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def total_latency_ms(self) -> float:
+        """Input to output: algorithmic + vocex's buffering + what PortAudio reports for the device."""
+        return round(self.algorithmic_latency_ms + self.buffer_latency_ms + self.device_latency_ms, 2)
+
+    @property
     def load(self) -> float:
         return round(self.inference_ms.get("p99", 0.0) / self.inference_interval_ms, 4) if self.inference_interval_ms else 0.0
 
     def to_json(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items()}
         d["load"] = self.load
+        d["total_latency_ms"] = self.total_latency_ms
         return d
 
 
@@ -150,7 +157,8 @@ class LiveEngine:
         self.levels = Levels()
         self.stop_event = threading.Event()
         self.error: BaseException | None = None
-        self.lock = threading.Lock()
+        self.seen = {"blocks": 0, "xruns": 0}
+        self._stats_action = None
 
     # -- device side -------------------------------------------------------------------------
 
@@ -194,9 +202,14 @@ class LiveEngine:
         except (sd.PortAudioError, ValueError) as exc:
             raise DeviceError(f"cannot open the audio device: {exc}") from None
         in_lat, out_lat = self.stream.latency
-        self.stats.device_latency_ms = round(1000 * (in_lat + out_lat + self.prefill / self.sep.sample_rate), 2)
+        rate = self.sep.sample_rate
+        # the device side as PortAudio reports it, and vocex's own buffering: the output ring's
+        # prefill plus the one block that the worker needs between two callbacks
+        self.stats.device_latency_ms = round(1000 * (in_lat + out_lat), 2)
+        self.stats.buffer_latency_ms = round(1000 * (self.prefill + self.block_size) / rate, 3)
         self.stats.details["portaudio_latency_ms"] = [round(1000 * in_lat, 2), round(1000 * out_lat, 2)]
         self.stats.details["ring_prefill_samples"] = self.prefill
+        self.stats.details["buffer_latency_samples"] = self.prefill + self.block_size
 
     def _callback(self, indata, outdata, frames, time_info, status) -> None:  # sounddevice fallback
         if status.input_overflow or status.output_underflow or status.input_underflow or status.output_overflow:
@@ -298,14 +311,31 @@ class LiveEngine:
         try:
             self.stream.stop()
             if self.io == "rtmixer":
-                st = self.stream.stats
-                self.stats.blocks = int(st.blocks)
-                self.stats.xruns = int(st.input_overflows + st.input_underflows
-                                       + st.output_overflows + st.output_underflows)
+                if self._stats_action is not None and self._stats_action not in self.stream.actions:
+                    self._add_counts(self._stats_action.stats)
+                self._add_counts(self.stream.stats)
+                self.stats.blocks, self.stats.xruns = self.seen["blocks"], self.seen["xruns"]
         except Exception as exc:  # the server may be gone; the counts so far stand
             self.stats.details["stats_error"] = str(exc)
         if self.io != "rtmixer":
             self.stats.late_blocks += self.late_callbacks
+
+    def xruns_now(self) -> int:
+        """Device xruns so far.  rtmixer exposes its counters only on a stopped stream, so a
+        running count is polled with fetch-and-reset actions and summed in ``self.seen``."""
+        if self.io != "rtmixer":
+            return self.stats.xruns
+        action = self._stats_action
+        if action is not None and action not in self.stream.actions:
+            self._add_counts(action.stats)
+            action = None
+        if action is None:
+            self._stats_action = self.stream.fetch_and_reset_stats()
+        return self.seen["xruns"]
+
+    def _add_counts(self, st) -> None:  # st: rtmixer's struct stats
+        self.seen["blocks"] += int(st.blocks)
+        self.seen["xruns"] += int(st.input_overflows + st.input_underflows + st.output_overflows + st.output_underflows)
 
     def _print_status(self) -> None:
         lin, lout, red = self.levels.take()
@@ -313,7 +343,7 @@ class LiveEngine:
         recent = t.recent()
         load = (np.percentile(recent, 99) * 1000 / self.stats.inference_interval_ms) if recent.size else 0.0
         line = (f"in {lin:6.1f} dBFS  out {lout:6.1f} dBFS  change {red:+5.1f} dB  load {load:4.2f}  "
-                f"latency {self.stats.algorithmic_latency_ms + self.stats.device_latency_ms:5.1f} ms  "
+                f"latency {self.stats.total_latency_ms:5.1f} ms  xruns {self.xruns_now()}  "
                 f"late {self.stats.late_blocks}")
         print("\r" + line, end="", file=sys.stderr, flush=True)
 
@@ -391,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         stats = LiveStats(
             sample_rate=rate, model=str(files.card_path),
             algorithmic_latency_ms=round(1000 * separator.latency_samples / rate, 2), device_latency_ms=0.0,
+            buffer_latency_ms=0.0,
             hop_ms=round(1000 * card.hop / card.sample_rate, 3),
             inference_interval_ms=round(1000 * settings.hop_batch * card.hop / card.sample_rate, 3),
             details={"mode": args.mode, "mix": args.mix, "backend": backend.name, "device": backend.device,
@@ -425,8 +456,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.stats_json is not None:
             with atomic_path(args.stats_json) as tmp:
                 tmp.write_text(json.dumps(stats.to_json(), indent=2) + "\n")
-    print(f"{PROG}: {stats.seconds:.1f} s, {args.mode}, latency {stats.algorithmic_latency_ms:.1f} ms "
-          f"(+{stats.device_latency_ms:.1f} ms device), load {stats.load:.2f}, xruns {stats.xruns}, "
+    print(f"{PROG}: {stats.seconds:.1f} s, {args.mode}, latency {stats.total_latency_ms:.1f} ms "
+          f"(algorithmic {stats.algorithmic_latency_ms:.1f} + buffers {stats.buffer_latency_ms:.1f} + device "
+          f"{stats.device_latency_ms:.1f}), load {stats.load:.2f}, xruns {stats.xruns}, "
           f"late blocks {stats.late_blocks}", file=sys.stderr)
     return code
 

@@ -21,6 +21,7 @@ from vocex.model.backends import ModelError, load_backend, resolve_model
 from vocex.model.cli import (EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK,
                              EXIT_OUTPUT, add_model_arguments, fail)
 from vocex.model.separate import Separation, Separator
+from vocex.realtime.stream import separate_streaming, streaming_settings
 
 PROG = "vocex-separate"
 STEMS = ("vocals", "accompaniment")
@@ -32,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out-dir", type=Path, required=True, help="output folder")
     add_model_arguments(p)
     p.add_argument("--batch-size", type=int, default=8, help="patches per inference call")
+    p.add_argument("--streaming", action="store_true",
+                   help="run the live streaming separator block by block (what vocex-live plays)")
+    p.add_argument("--hop-batch", type=int, help="streaming: hops per inference K (default: the model card's)")
+    p.add_argument("--lookahead", type=int, help="streaming: lookahead frames L (default: the model card's)")
+    p.add_argument("--block-size", type=int, default=256, help="streaming: host block size in samples")
     p.add_argument("--plot", action="store_true", help="also write spectrogram.png (input, mask, vocals)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -103,10 +109,20 @@ def main(argv: list[str] | None = None) -> int:
     except FileExistsError as exc:
         return fail(PROG, exc, EXIT_OUTPUT)
 
+    if args.streaming and args.plot:
+        return fail(PROG, "--plot needs the offline separator (drop --streaming)", EXIT_INPUT)
+    try:
+        settings = streaming_settings(files.card, args.hop_batch, args.lookahead) if args.streaming else None
+    except ValueError as exc:
+        return fail(PROG, exc, EXIT_INPUT)
     separator = Separator(backend, args.batch_size)
     try:
         for path, (audio, rate) in audio_in.items():
-            sep = _run_one(separator, path, audio, rate, not args.no_progress)
+            if settings is not None:
+                vocals = separate_streaming(backend, audio, rate, settings, args.block_size)
+                sep = Separation(vocals, audio - vocals, np.zeros((0, 0, 0), np.float32), np.zeros((0, 0, 0), np.float32))
+            else:
+                sep = _run_one(separator, path, audio, rate, not args.no_progress)
             folder = folders[path]
             folder.mkdir(parents=True, exist_ok=True)
             for name in STEMS:

@@ -62,8 +62,8 @@ class StreamingSettings:
 
 
 def streaming_settings(card: ModelCard, hop_batch: int | None = None, lookahead: int | None = None) -> StreamingSettings:
-    """Settings with the card's live defaults (``card.training['live']`` if present) filled in."""
-    live = card.training.get("live", {}) if isinstance(card.training, dict) else {}
+    """Settings with the card's live defaults (``card.live``) filled in."""
+    live = card.live
     s = StreamingSettings(hop_batch if hop_batch is not None else int(live.get("hop_batch", 1)),
                           lookahead if lookahead is not None else int(live.get("lookahead_frames", 0)))
     s.validate(card)
@@ -347,7 +347,8 @@ class StreamingSeparator:
         rs_out = soxr.ResampleStream(card.sample_rate, self.sample_rate, 1, dtype="float32", quality=q)
         one = np.zeros((1, 1), dtype=np.float32)
         ratio = self.sample_rate / card.sample_rate
-        n_dev = int(np.ceil(3 * steady * ratio)) + 4 * self.sample_rate // 10
+        # long enough for both resamplers' start-up and many periods of the rate ratio
+        n_dev = int(np.ceil(3 * steady * ratio)) + 2 * self.sample_rate
         m = made = out = lag = 0
         for i in range(1, n_dev + 1):
             m += rs_in.resample_chunk(one).shape[0]

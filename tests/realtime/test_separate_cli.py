@@ -86,3 +86,20 @@ def test_separates_a_real_song_with_the_shipped_model(tmp_path):
     # the vocal estimate is a real part of the song: neither silent nor the whole mix
     ratio = np.sqrt(np.mean(voc**2) / np.mean(mix**2))
     assert 0.05 < ratio < 0.9
+
+
+def test_streaming_mode_writes_the_live_computation(tiny_model, tmp_path):
+    from vocex.model.backends import load_backend, resolve_model
+    from vocex.realtime.stream import StreamingSettings, separate_streaming
+
+    x = tone_mix(20000, 44100)
+    src = _write(tmp_path / "s.wav", x, 44100, subtype="FLOAT")
+    args = [str(src), "-o", str(tmp_path / "o"), "--model", str(tiny_model), "--streaming",
+            "--hop-batch", "2", "--lookahead", "1", "--block-size", "100"]
+    assert main(args) == 0
+    voc, rate = sf.read(str(tmp_path / "o" / "s" / "vocals.wav"), always_2d=True, dtype="float32")
+    expected = separate_streaming(load_backend(resolve_model(tiny_model), "onnx", "cpu"), x, 44100,
+                                  StreamingSettings(2, 1), block_size=4096)
+    assert rate == 44100 and voc.shape == x.shape
+    np.testing.assert_allclose(voc, expected, atol=1e-5)
+    assert main([*args[:-6], "--streaming", "--hop-batch", "500", "--force"]) == 2

@@ -1,0 +1,181 @@
+"""A JACK server and a sample-accurate player/recorder, for device tests and latency benchmarks.
+
+``JackServer`` starts ``jackd`` with the dummy driver under its own server name (so it
+never touches a user's running JACK) and stops it afterwards.  ``PlayRecord`` is two JACK
+clients: a player that feeds a signal into some input ports and a recorder that captures
+some output ports, both time-stamped with JACK frame times, so that the recording is
+aligned with the playback to the sample.
+
+Processes that should use the server need ``JACK_DEFAULT_SERVER=<name>`` in their
+environment (``JackServer.env``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+class JackUnavailable(RuntimeError):
+    """jackd or the JACK Python client is not installed, or the server did not start."""
+
+
+class JackServer:
+    """``jackd -n NAME -d dummy -r RATE -p PERIOD`` for the lifetime of a ``with`` block."""
+
+    def __init__(self, name: str | None = None, sample_rate: int = 48000, period: int = 256) -> None:
+        self.name = name or f"vocex-{os.getpid()}"
+        self.sample_rate = sample_rate
+        self.period = period
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "JACK_DEFAULT_SERVER": self.name, "JACK_NO_AUDIO_RESERVATION": "1"}
+
+    def start(self, timeout: float = 10.0) -> JackServer:
+        jackd = shutil.which("jackd")
+        if jackd is None:
+            raise JackUnavailable("jackd not found (apt-get install jackd2)")
+        try:
+            import jack
+        except (ImportError, OSError) as exc:
+            raise JackUnavailable(f"JACK-Client not usable: {exc}") from None
+        cmd = [jackd, "-n", self.name, "-d", "dummy", "-r", str(self.sample_rate), "-p", str(self.period)]
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                raise JackUnavailable(f"jackd exited: {err.strip().splitlines()[-1:] or ''}")
+            try:
+                client = jack.Client("vocex-probe", servername=self.name, no_start_server=True)
+                client.close()
+                return self
+            except jack.JackError:
+                time.sleep(0.1)
+        self.stop()
+        raise JackUnavailable("jackd did not come up")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> JackServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class Recording:
+    """``audio`` ``(n_samples, n_channels)``: what the recorder captured, ``audio[0]`` being
+    the frame in which the player played the first sample of its signal."""
+
+    audio: NDArray[np.float32]
+    xruns: int
+
+
+class PlayRecord:
+    """Play ``signal`` into ``targets`` and record ``sources`` on a JACK server.
+
+    Args:
+        server: the server's name.
+        signal: ``(n_samples, n_channels)`` float32 at the server's rate.
+        targets: input port names to feed (one per channel), e.g. ``PortAudio:in_1``.
+        sources: output port names to record (one per channel).
+        tail: seconds recorded after the signal has ended.
+    """
+
+    def __init__(self, server: str, signal: NDArray[np.float32], targets: list[str], sources: list[str],
+                 tail: float = 1.0) -> None:
+        import jack
+
+        self.jack = jack
+        self.signal = np.ascontiguousarray(signal, dtype=np.float32)
+        n_ch = signal.shape[1]
+        self.player = jack.Client("vocex-player", servername=server, no_start_server=True)
+        self.recorder = jack.Client("vocex-recorder", servername=server, no_start_server=True)
+        self.outs = [self.player.outports.register(f"out_{c + 1}") for c in range(n_ch)]
+        self.ins = [self.recorder.inports.register(f"in_{c + 1}") for c in range(n_ch)]
+        rate = self.player.samplerate
+        self.total = signal.shape[0] + int(tail * rate)
+        self.recorded = np.zeros((self.total + 2 * self.player.blocksize, n_ch), dtype=np.float32)
+        self.start_frame: int | None = None
+        self.rec_frames = 0
+        self.done = threading.Event()
+        self.xruns = 0
+        self.targets, self.sources = targets, sources
+        self.player.set_process_callback(self._play)
+        self.recorder.set_process_callback(self._record)
+        self.player.set_xrun_callback(self._xrun)
+
+    def _xrun(self, delay: float) -> None:
+        self.xruns += 1
+
+    def _play(self, frames: int) -> None:
+        if self.start_frame is None:
+            self.start_frame = self.player.last_frame_time
+        pos = self.player.last_frame_time - self.start_frame
+        chunk = self.signal[pos : pos + frames]
+        for c, port in enumerate(self.outs):
+            buf = port.get_array()
+            buf[: len(chunk)] = chunk[:, c]
+            buf[len(chunk) :] = 0.0
+
+    def _record(self, frames: int) -> None:
+        if self.start_frame is None or self.done.is_set():
+            return
+        pos = self.recorder.last_frame_time - self.start_frame
+        if pos < 0:
+            return
+        end = min(pos + frames, self.total)
+        for c, port in enumerate(self.ins):
+            self.recorded[pos:end, c] = port.get_array()[: end - pos]
+        if end >= self.total:
+            self.done.set()
+
+    def run(self, timeout: float | None = None) -> Recording:
+        """Connect, play, wait until the recording is complete; returns it."""
+        rate = self.player.samplerate
+        timeout = timeout if timeout is not None else self.total / rate + 10
+        with self.recorder, self.player:
+            for src, port in zip(self.sources, self.ins):
+                self.recorder.connect(src, port)
+            for port, dst in zip(self.outs, self.targets):
+                self.player.connect(port, dst)
+            if not self.done.wait(timeout):
+                raise TimeoutError("recording did not complete")
+        return Recording(self.recorded[: self.total].copy(), self.xruns)
+
+
+def wait_for_ports(server: str, pattern: str, count: int, timeout: float = 20.0, is_input: bool | None = None) -> list[str]:
+    """Names of ``count`` audio ports matching ``pattern`` once they exist."""
+    import jack
+
+    client = jack.Client("vocex-watch", servername=server, no_start_server=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            kw = {} if is_input is None else {"is_input": is_input}
+            ports = [p.name for p in client.get_ports(pattern, is_audio=True, **kw)]
+            if len(ports) >= count:
+                return sorted(ports)[:count]
+            time.sleep(0.1)
+    finally:
+        client.close()
+    raise TimeoutError(f"no {count} JACK ports matching {pattern!r}")

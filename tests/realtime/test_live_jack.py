@@ -1,0 +1,119 @@
+"""vocex-live on a real audio server: JACK with the dummy driver, a player and a recorder."""
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from vocex.model.audio import load_audio
+from vocex.model.backends import load_backend, resolve_model
+from vocex.realtime.jackloop import JackServer, JackUnavailable, PlayRecord, wait_for_ports
+from vocex.realtime.live import live_model_path
+from vocex.realtime.stream import StreamingSeparator, streaming_settings
+from tests.conftest import SHARED_DATA, tone_mix
+
+pytestmark = [pytest.mark.jack, pytest.mark.slow]
+RATE, PERIOD = 48000, 256
+
+
+@pytest.fixture(scope="module")
+def jack_server():
+    server = JackServer(f"vocex-test-{int(time.time())}", RATE, PERIOD)
+    try:
+        server.start()
+    except JackUnavailable as exc:
+        pytest.fail(f"JACK dummy server needed for device tests: {exc}")
+    yield server
+    server.stop()
+
+
+def _song(seconds: float) -> np.ndarray:
+    path = SHARED_DATA / "mixes" / "Karissa_Hobbs_-_Lets_Go_Fishin.ogg"
+    if path.exists():
+        audio = load_audio(path, RATE)[int(20 * RATE) : int((20 + seconds) * RATE)]
+        audio = np.repeat(audio, 2, axis=1) if audio.shape[1] == 1 else audio[:, :2]
+        return np.ascontiguousarray(0.8 * audio / np.abs(audio).max(), dtype=np.float32)
+    return tone_mix(int(seconds * RATE), RATE)  # no shared data: a synthetic song
+
+
+def _live(server: JackServer, tmp_path, seconds: float, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "vocex.realtime.live", "-i", "JACK", "-o", "JACK", "--blocksize", str(PERIOD),
+           "--duration", str(seconds), "--stats-json", str(tmp_path / "stats.json"), "--no-status", *extra]
+    return subprocess.Popen(cmd, env=server.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _play(server, signal, tail=1.5):
+    ins = wait_for_ports(server.name, "PortAudio:in", 2)
+    outs = wait_for_ports(server.name, "PortAudio:out", 2)
+    time.sleep(1.0)  # let vocex-live settle into its steady state
+    return PlayRecord(server.name, signal, ins, outs, tail=tail).run()
+
+
+def _finish(proc):
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+
+
+def _snr_db(ref, est):
+    return 10 * np.log10(np.sum(ref**2) / max(np.sum((ref - est) ** 2), 1e-20))
+
+
+def test_live_karaoke_matches_offline_streaming_with_no_dropouts(jack_server, tmp_path):
+    song = _song(20.0)
+    proc = _live(jack_server, tmp_path, 24.5)
+    try:
+        rec = _play(jack_server, song)
+    finally:
+        _finish(proc)
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["seconds"] >= 20 and stats["blocks"] >= 20 * RATE / PERIOD
+    assert stats["xruns"] == 0 and stats["late_blocks"] == 0 and stats["restarts"] == 0
+    assert rec.xruns == 0
+
+    # the same input through the streaming separator offline; the live stream started at a
+    # JACK period boundary before the song, so its hop-batch phase is a multiple of PERIOD
+    files = resolve_model(live_model_path())
+    backend = load_backend(files, "onnx", "cpu")
+    settings = streaming_settings(files.card)
+    buffer = stats["details"]["buffer_latency_samples"]
+    n = len(song)
+    best = -np.inf
+    for phase in range(0, settings.hop_batch * files.card.hop, PERIOD):
+        sep = StreamingSeparator(backend, 2, RATE, settings, mode="karaoke")
+        assert sep.latency_samples == stats["details"]["algorithmic_latency_samples"]
+        x = np.concatenate([np.zeros((phase, 2), np.float32), song, np.zeros((sep.latency_samples, 2), np.float32)])
+        expected = sep.process_block(x)[phase : phase + n]
+        got = rec.audio[buffer : buffer + n]
+        best = max(best, _snr_db(expected, got))
+    assert best >= 30.0, f"live output differs from the offline streaming computation: SNR {best:.1f} dB"
+
+
+def test_impulse_arrives_after_the_reported_latency(jack_server, tmp_path):
+    signal = np.zeros((4 * RATE, 2), np.float32)
+    hits = [int(0.5 * RATE) + k * RATE + 37 * k for k in range(3)]
+    signal[hits, :] = 0.9
+    proc = _live(jack_server, tmp_path, 8.0, "--mix", "0")  # dry through the whole chain
+    try:
+        rec = _play(jack_server, signal, tail=1.0)
+    finally:
+        _finish(proc)
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    reported = stats["details"]["algorithmic_latency_samples"] + stats["details"]["buffer_latency_samples"]
+    for h in hits:
+        arrival = h + int(np.argmax(np.abs(rec.audio[h : h + RATE // 2, 0])))
+        assert abs((arrival - h) - reported) <= PERIOD, (arrival - h, reported)
+    assert stats["total_latency_ms"] >= 1000 * reported / RATE
+
+
+def test_bad_device_and_rate_are_one_line_errors(jack_server, tmp_path):
+    for args, message in ((["-d", "no-such-device"], "no input device matches"),
+                          (["-d", "99"], "no audio device 99"),
+                          (["-d", "JACK", "--samplerate", "44100"], "cannot open the audio device")):
+        proc = subprocess.run([sys.executable, "-m", "vocex.realtime.live", *args, "--duration", "1"],
+                              env=jack_server.env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 5, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], proc.stderr
