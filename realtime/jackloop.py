@@ -163,8 +163,10 @@ class PlayRecord:
         return Recording(self.recorded[: self.total].copy(), self.xruns)
 
 
-def wait_for_ports(server: str, pattern: str, count: int, timeout: float = 20.0, is_input: bool | None = None) -> list[str]:
-    """Names of ``count`` audio ports matching ``pattern`` once they exist."""
+def wait_for_ports(server: str, pattern: str, count: int, timeout: float = 20.0, is_input: bool | None = None,
+                   proc: subprocess.Popen | None = None) -> list[str]:
+    """Names of ``count`` audio ports matching ``pattern`` once they exist; if ``proc`` (the
+    process that should create them) exits first, its last stderr line is the error."""
     import jack
 
     client = jack.Client("vocex-watch", servername=server, no_start_server=True)
@@ -175,6 +177,9 @@ def wait_for_ports(server: str, pattern: str, count: int, timeout: float = 20.0,
             ports = [p.name for p in client.get_ports(pattern, is_audio=True, **kw)]
             if len(ports) >= count:
                 return sorted(ports)[:count]
+            if proc is not None and proc.poll() is not None:
+                err = proc.stderr.read() if proc.stderr else ""
+                raise RuntimeError(f"exited before its ports appeared: {err.strip().splitlines()[-1:]}")
             time.sleep(0.1)
     finally:
         client.close()

@@ -47,7 +47,10 @@ def live_model_path() -> Path:
 
 
 def resolve_device(spec: str | None, kind: str) -> int | None:
-    """sounddevice device id from a number or a name substring (``None``: the default)."""
+    """sounddevice device id from a number or a name substring (``None``: the default).
+
+    Substrings match ``"<device name>, <host API name>"`` as in sounddevice, so ``JACK`` finds
+    the JACK device; an ambiguous substring is an error that lists the candidates."""
     import sounddevice as sd
 
     if spec is None:
@@ -57,20 +60,20 @@ def resolve_device(spec: str | None, kind: str) -> int | None:
     except sd.PortAudioError as exc:
         raise DeviceError(f"cannot list audio devices: {exc}") from None
     key = "max_input_channels" if kind == "input" else "max_output_channels"
-    if spec.strip().lstrip("-").isdigit():
+    if spec.strip().isdigit():
         index = int(spec)
         if not 0 <= index < len(devices):
             raise DeviceError(f"no audio device {index} (vocex-live -l lists them)")
         if devices[index][key] < 1:
             raise DeviceError(f"device {index} ({devices[index]['name']}) has no {kind} channels")
         return index
-    matches = [i for i, d in enumerate(devices) if spec.lower() in d["name"].lower() and d[key] > 0]
-    if not matches:
-        raise DeviceError(f"no {kind} device matches {spec!r} (vocex-live -l lists them)")
-    if len(matches) > 1:
-        names = ", ".join(f"{i}: {devices[i]['name']}" for i in matches)
-        raise DeviceError(f"{spec!r} matches several {kind} devices ({names}); give the number")
-    return matches[0]
+    try:
+        return int(sd.query_devices(spec, kind)["index"])
+    except ValueError as exc:
+        first = str(exc).splitlines()[0]
+        if "multiple" in first.lower():
+            raise DeviceError(f"{spec!r} matches several {kind} devices; give the number (vocex-live -l)") from None
+        raise DeviceError(f"no {kind} device matches {spec!r} (vocex-live -l lists them)") from None
 
 
 @dataclass
@@ -224,6 +227,9 @@ class LiveEngine:
         self.ring_out.write(np.zeros((self.prefill, self.n_ch), dtype=np.float32))
         if self.io == "rtmixer":
             self.play_action = self.stream.play_ringbuffer(self.ring_out)
+
+    def _start_recording(self) -> None:
+        if self.io == "rtmixer":
             self.rec_action = self.stream.record_ringbuffer(self.ring_in)
 
     # -- worker side -------------------------------------------------------------------------
@@ -233,8 +239,10 @@ class LiveEngine:
             sr = self.sep.sample_rate
             idle = self.block_size / sr / 4
             while not self.stop_event.is_set():
-                if self.io == "rtmixer" and self.play_action not in self.stream.actions:
-                    self._recover()
+                if self.io == "rtmixer":
+                    actions = self.stream.actions
+                    if self.play_action not in actions or self.rec_action not in actions:
+                        self._recover()
                 avail = self.ring_in.read_available
                 if avail < self.block_size:
                     time.sleep(idle)
@@ -267,13 +275,20 @@ class LiveEngine:
             np.clip(out, -1.0, 1.0, out=out)
 
     def _recover(self) -> None:
-        """The output ring ran dry and rtmixer ended playback: drop the backlog, restart."""
+        """The output ring ran dry (rtmixer then ends playback) or the input ring overflowed
+        (rtmixer ends recording): drop the backlog, restart both with the same prefill, so
+        the latency stays what was reported."""
         self.stats.late_blocks += 1
         self.stats.restarts += 1
+        actions = self.stream.actions
+        for action in (self.play_action, self.rec_action):
+            if action in actions:
+                self.stream.wait(self.stream.cancel(action))
         self.ring_in.flush()
         self.ring_out.flush()
         self.sep.reset()
         self._start_playback()
+        self._start_recording()
 
     # -- run ---------------------------------------------------------------------------------
 
@@ -287,6 +302,7 @@ class LiveEngine:
             with self.stream:
                 if self.io == "rtmixer":
                     self._start_playback()
+                    self._start_recording()
                 worker.start()
                 try:
                     while not self.stop_event.is_set():

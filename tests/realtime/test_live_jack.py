@@ -45,9 +45,9 @@ def _live(server: JackServer, tmp_path, seconds: float, *extra: str) -> subproce
     return subprocess.Popen(cmd, env=server.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _play(server, signal, tail=1.5):
-    ins = wait_for_ports(server.name, "PortAudio:in", 2)
-    outs = wait_for_ports(server.name, "PortAudio:out", 2)
+def _play(server, proc, signal, tail=1.5):
+    ins = wait_for_ports(server.name, "PortAudio:in", 2, proc=proc)
+    outs = wait_for_ports(server.name, "PortAudio:out", 2, proc=proc)
     time.sleep(1.0)  # let vocex-live settle into its steady state
     return PlayRecord(server.name, signal, ins, outs, tail=tail).run()
 
@@ -65,7 +65,7 @@ def test_live_karaoke_matches_offline_streaming_with_no_dropouts(jack_server, tm
     song = _song(20.0)
     proc = _live(jack_server, tmp_path, 24.5)
     try:
-        rec = _play(jack_server, song)
+        rec = _play(jack_server, proc, song)
     finally:
         _finish(proc)
     stats = json.loads((tmp_path / "stats.json").read_text())
@@ -97,7 +97,7 @@ def test_impulse_arrives_after_the_reported_latency(jack_server, tmp_path):
     signal[hits, :] = 0.9
     proc = _live(jack_server, tmp_path, 8.0, "--mix", "0")  # dry through the whole chain
     try:
-        rec = _play(jack_server, signal, tail=1.0)
+        rec = _play(jack_server, proc, signal, tail=1.0)
     finally:
         _finish(proc)
     stats = json.loads((tmp_path / "stats.json").read_text())

@@ -1,0 +1,108 @@
+"""``vocex-bench soak``: vocex-live for N minutes on a JACK dummy server with a real song
+looped into its inputs: xruns, late blocks, load, and the resident memory of the vocex-live
+process sampled every few seconds (growth per minute from a least-squares fit after the
+first minute's warm-up).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vocex.realtime.jackloop import JackServer, wait_for_ports
+
+
+def rss_mib(pid: int) -> float:
+    """Resident set size of a process from /proc, MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+class LoopPlayer:
+    """A JACK client that plays ``signal`` in a loop into ``targets`` until closed."""
+
+    def __init__(self, server: str, signal: np.ndarray, targets: list[str]) -> None:
+        import jack
+
+        self.signal = np.ascontiguousarray(signal, dtype=np.float32)
+        self.client = jack.Client("vocex-looper", servername=server, no_start_server=True)
+        self.ports = [self.client.outports.register(f"out_{c + 1}") for c in range(signal.shape[1])]
+        self.pos = 0
+        self.client.set_process_callback(self._process)
+        self.targets = targets
+
+    def _process(self, frames: int) -> None:
+        n = len(self.signal)
+        idx = (self.pos + np.arange(frames)) % n
+        for c, port in enumerate(self.ports):
+            port.get_array()[:] = self.signal[idx, c]
+        self.pos = (self.pos + frames) % n
+
+    def __enter__(self) -> LoopPlayer:
+        self.client.activate()
+        for port, dst in zip(self.ports, self.targets):
+            self.client.connect(port, dst)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.deactivate()
+        self.client.close()
+
+
+def run(song: np.ndarray, minutes: float, model: str | None, rate: int = 48000, block: int = 256,
+        sample_every: float = 5.0, extra: list[str] | None = None) -> dict[str, Any]:
+    seconds = minutes * 60
+    with tempfile.TemporaryDirectory() as tmp, JackServer(f"vocex-soak-{time.time_ns()}", rate, block) as server:
+        stats_path = Path(tmp) / "stats.json"
+        cmd = [sys.executable, "-m", "vocex.realtime.live", "-d", "JACK", "--blocksize", str(block),
+               "--duration", str(seconds), "--stats-json", str(stats_path), "--no-status", *(extra or [])]
+        if model:
+            cmd += ["--model", model]
+        proc = subprocess.Popen(cmd, env=server.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        samples: list[tuple[float, float]] = []
+        try:
+            ins = wait_for_ports(server.name, "PortAudio:in", 2, proc=proc)
+            with LoopPlayer(server.name, song, ins):
+                started = time.monotonic()
+                while proc.poll() is None:
+                    try:
+                        samples.append((time.monotonic() - started, rss_mib(proc.pid)))
+                    except (OSError, RuntimeError):
+                        break
+                    time.sleep(sample_every)
+        finally:
+            _, err = proc.communicate(timeout=120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"vocex-live failed: {err.strip().splitlines()[-1:]}")
+        stats = json.loads(stats_path.read_text())
+    t = np.array([s[0] for s in samples])
+    m = np.array([s[1] for s in samples])
+    steady = t >= min(60.0, seconds / 4)
+    slope = float(np.polyfit(t[steady] / 60, m[steady], 1)[0]) if steady.sum() >= 3 else float("nan")
+    return {"minutes": minutes, "sample_rate": rate, "block": block, "stats": stats,
+            "xruns": stats["xruns"], "late_blocks": stats["late_blocks"], "load": stats["load"],
+            "inference_ms": stats["inference_ms"],
+            "rss_mib": {"first": round(float(m[0]), 2) if m.size else None,
+                        "after_warmup": round(float(m[steady][0]), 2) if steady.any() else None,
+                        "last": round(float(m[-1]), 2) if m.size else None,
+                        "max": round(float(m.max()), 2) if m.size else None,
+                        "growth_mib_per_min": round(slope, 4),
+                        "growth_after_warmup_mib": round(float(m[steady][-1] - m[steady][0]), 3) if steady.any() else None},
+            "rss_samples": [[round(a, 1), round(b, 2)] for a, b in samples]}
+
+
+def table(report: dict[str, Any]) -> str:
+    r = report["rss_mib"]
+    return (f"soak {report['minutes']} min @ {report['sample_rate']} Hz, block {report['block']}: "
+            f"xruns {report['xruns']}, late blocks {report['late_blocks']}, load {report['load']:.2f} "
+            f"(p99 {report['inference_ms']['p99']:.2f} ms), RSS {r['after_warmup']} -> {r['last']} MiB "
+            f"({r['growth_mib_per_min']:+.3f} MiB/min)")
