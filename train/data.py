@@ -204,13 +204,19 @@ def add_shared(corpus: Corpus, root: Path) -> dict[str, int]:
     return counts
 
 
+def _rms(x: NDArray[np.float32]) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+
+
 class PatchSampler:
     """Random-mix training patches: ``(mixture_mag, vocal_mag)``, each ``(1, n_bins, n_frames)``.
 
     With probability ``p_pair`` a patch comes from an aligned pair (its stems re-mixed with
-    random gains); otherwise vocals of one source go over the accompaniment of another.  With
-    probability ``p_silent`` the vocals are left out altogether.  Segments shorter than a
-    patch are tiled with further random segments of the same pool.
+    random gains of +-``gain_db``); otherwise vocals of one source go over the accompaniment
+    of another, level-matched: the vocal-to-accompaniment RMS ratio is drawn from
+    ``var_db`` (the range where sung vocals sit in produced music; the MUSDB18 mixtures are
+    about -3 dB), then both get a common random gain.  With probability ``p_silent`` the
+    vocals are left out altogether.  Segments shorter than a patch are tiled.
     """
 
     def __init__(
@@ -224,6 +230,7 @@ class PatchSampler:
         p_silent: float = 0.1,
         gain_db: float = 6.0,
         random_mix: bool = True,
+        var_db: tuple[float, float] = (-8.0, 2.0),
     ) -> None:
         if not corpus.pairs and not (corpus.vocals and corpus.accompaniments):
             raise DataError("no training material: give at least one data root")
@@ -237,6 +244,7 @@ class PatchSampler:
             raise DataError("random mixing is off but there are no aligned pairs")
         self.p_silent = p_silent
         self.gain_db = gain_db
+        self.var_db = var_db
         # frames fully inside the segment: skip the first `lead` padded frames of stft()
         self.lead = -(-front_end.n_fft // front_end.hop) - 1
         self.segment = (context_frames + self.lead) * front_end.hop
@@ -264,13 +272,19 @@ class PatchSampler:
                 vocals, accomp = v[s : s + n], a[s : s + n]
             else:
                 vocals, accomp = np.resize(v, n), np.resize(a, n)
+            vocals, accomp = vocals * self._gain(), accomp * self._gain()
         else:
             vocals = self._crop(c.vocals[self.rng.integers(len(c.vocals))][1])
             accomp = self._crop(c.accompaniments[self.rng.integers(len(c.accompaniments))][1])
-        vocals = vocals * self._gain()
+            v_rms, a_rms = _rms(vocals), _rms(accomp)
+            if v_rms > 1e-4 and a_rms > 1e-4:
+                ratio = 10 ** (self.rng.uniform(*self.var_db) / 20)
+                vocals = vocals * (ratio * a_rms / v_rms)
+            common = self._gain()
+            vocals, accomp = vocals * common, accomp * common
         if self.rng.random() < self.p_silent:
             vocals = np.zeros_like(vocals)
-        return vocals.astype(np.float32), (accomp * self._gain()).astype(np.float32)
+        return vocals.astype(np.float32), accomp.astype(np.float32)
 
     def magnitudes(
         self, vocals: NDArray[np.float32], accompaniment: NDArray[np.float32]

@@ -50,6 +50,7 @@ class TrainConfig:
     random_mix: bool = True
     newest_weight: float = 0.0
     newest_columns: int = 0
+    init: Path | None = None
 
     def front_end(self) -> FrontEnd:
         base = PRESETS[self.preset]()
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--newest-weight", type=float, default=0.0,
                    help="extra loss weight on the newest --newest-columns frames (live models)")
     p.add_argument("--newest-columns", type=int, default=0)
+    p.add_argument("--init", type=Path, help="start from these weights (a model.pt of the same shape)")
     return p
 
 
@@ -139,6 +141,10 @@ def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object]) -> Path:
         sampler.rng.bit_generator.state = state["sampler_rng"][rank] if rank < len(state["sampler_rng"]) else sampler.rng.bit_generator.state
         if rank == 0:
             print(f"resuming {ckpt_path} at step {step}", file=sys.stderr)
+    elif cfg.init is not None:
+        model.load_state_dict(torch.load(cfg.init, map_location=device, weights_only=True))
+        if rank == 0:
+            print(f"starting from {cfg.init}", file=sys.stderr)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
     weights = None
@@ -216,6 +222,7 @@ def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object]) -> Path:
                 "loss": "L1(mask * mixture, vocals)"
                 + (f", newest {cfg.newest_columns} columns weighted +{cfg.newest_weight}" if weights is not None else ""),
                 "random_mix": cfg.random_mix, "seed": cfg.seed,
+                "init": str(cfg.init) if cfg.init else None,
                 "validation_l1": round(val, 5),
                 "train_seconds": round(time.monotonic() - started, 1),
             },

@@ -117,3 +117,33 @@ def test_bad_device_and_rate_are_one_line_errors(jack_server, tmp_path):
         assert proc.returncode == 5, proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_sounddevice_callback_fallback_runs_clean(jack_server, tmp_path):
+    proc = _live(jack_server, tmp_path, 6.0, "--io", "callback")
+    try:
+        rec = _play(jack_server, proc, _song(3.0), tail=0.5)
+    finally:
+        _finish(proc)
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["details"]["io"] == "callback" and stats["late_blocks"] == 0
+    assert np.abs(rec.audio).max() > 0.01  # it really played
+
+
+def test_mono_and_resampled_device_rate(tmp_path):
+    """A 44.1 kHz JACK server: the live model (48 kHz) runs through soxr both ways."""
+    with JackServer(f"vocex-test-441-{int(time.time())}", 44100, PERIOD) as server:
+        proc = _live(server, tmp_path, 5.0, "--channels", "1")
+        try:
+            ins = wait_for_ports(server.name, "PortAudio:in", 1, proc=proc)
+            outs = wait_for_ports(server.name, "PortAudio:out", 1, proc=proc)
+            sig = np.zeros((2 * 44100, 1), np.float32)
+            sig[20000] = 0.9
+            time.sleep(1.0)
+            rec = PlayRecord(server.name, sig, ins, outs, tail=0.5).run()
+        finally:
+            _finish(proc)
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["sample_rate"] == 44100 and stats["details"]["channels"] == 1
+    assert stats["xruns"] == 0
+    assert rec.audio.shape[1] == 1 and np.abs(rec.audio).max() > 0.01

@@ -25,6 +25,17 @@ def test_outputs_match_input_shape_and_rate(tiny_model, tmp_path, rate, channels
     np.testing.assert_allclose(voc + acc, mix, atol=1e-5)
 
 
+@pytest.mark.parametrize("n,rate,channels", [(1, 44100, 2), (30000, 192000, 6), (5000, 8000, 8)])
+def test_edge_shapes_one_sample_and_many_channels(tiny_model, tmp_path, n, rate, channels):
+    x = (0.1 * np.random.default_rng(n).standard_normal((n, channels))).astype(np.float32)
+    src = _write(tmp_path / "edge.wav", x, rate, subtype="FLOAT")
+    assert main([str(src), "-o", str(tmp_path / "o"), "--model", str(tiny_model), "--no-progress"]) == 0
+    voc, r = sf.read(str(tmp_path / "o" / "edge" / "vocals.wav"), always_2d=True, dtype="float32")
+    acc, _ = sf.read(str(tmp_path / "o" / "edge" / "accompaniment.wav"), always_2d=True, dtype="float32")
+    assert r == rate and voc.shape == (n, channels)
+    np.testing.assert_allclose(voc + acc, x, atol=1e-6)
+
+
 def test_plot_and_existing_outputs(tiny_model, tmp_path, capsys):
     src = _write(tmp_path / "a.wav", tone_mix(9000, 8000), 8000)
     args = [str(src), "-o", str(tmp_path / "o"), "--model", str(tiny_model), "--no-progress", "--plot"]
