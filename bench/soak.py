@@ -6,6 +6,7 @@ first minute's warm-up).
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -41,13 +42,18 @@ class LoopPlayer:
         self.targets = targets
 
     def _process(self, frames: int) -> None:
+        # no allocation here: this runs in JACK's real-time thread, holding the GIL
         n = len(self.signal)
-        idx = (self.pos + np.arange(frames)) % n
+        first = min(frames, n - self.pos)
         for c, port in enumerate(self.ports):
-            port.get_array()[:] = self.signal[idx, c]
+            buf = port.get_array()
+            buf[:first] = self.signal[self.pos : self.pos + first, c]
+            if first < frames:
+                buf[first:] = self.signal[: frames - first, c]
         self.pos = (self.pos + frames) % n
 
     def __enter__(self) -> LoopPlayer:
+        gc.disable()  # a collection in the real-time callback would be a harness xrun
         self.client.activate()
         for port, dst in zip(self.ports, self.targets):
             self.client.connect(port, dst)
@@ -56,6 +62,7 @@ class LoopPlayer:
     def __exit__(self, *exc: object) -> None:
         self.client.deactivate()
         self.client.close()
+        gc.enable()
 
 
 def run(song: np.ndarray, minutes: float, model: str | None, rate: int = 48000, block: int = 256,
@@ -73,12 +80,13 @@ def run(song: np.ndarray, minutes: float, model: str | None, rate: int = 48000, 
             ins = wait_for_ports(server.name, "PortAudio:in", 2, proc=proc)
             with LoopPlayer(server.name, song, ins):
                 started = time.monotonic()
-                while proc.poll() is None:
+                while proc.poll() is None and time.monotonic() - started < seconds - 1:
                     try:
                         samples.append((time.monotonic() - started, rss_mib(proc.pid)))
                     except (OSError, RuntimeError):
                         break
                     time.sleep(sample_every)
+                proc.wait(timeout=seconds + 60)
         finally:
             _, err = proc.communicate(timeout=120)
         if proc.returncode != 0:

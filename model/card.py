@@ -16,7 +16,11 @@ from typing import Any
 from vocex.model.dsp import WINDOWS, default_window
 
 CARD_VERSION = 1
-CHANNELS_POLICY = "each input channel is separated independently (mono model)"
+# How a mono network serves multi-channel audio:
+#   "independent": every channel gets its own mask from its own magnitude;
+#   "downmix": one mask from the magnitude of the channels' mean, applied to every channel
+#              (consistent across channels, and one inference whatever the channel count).
+CHANNEL_POLICIES = ("independent", "downmix")
 
 
 class CardError(ValueError):
@@ -65,7 +69,7 @@ class ModelCard:
     n_bins: int = 512
     context_frames: int = 128
     base_channels: int = 16
-    channels: str = CHANNELS_POLICY
+    channels: str = "independent"
     training: dict[str, Any] = field(default_factory=dict)
     scores: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
@@ -74,6 +78,8 @@ class ModelCard:
 
     def __post_init__(self) -> None:
         self.front_end  # validates
+        if self.channels not in CHANNEL_POLICIES:
+            raise CardError(f"channels must be one of {', '.join(CHANNEL_POLICIES)}, got {self.channels!r}")
         if self.n_bins % 64 or self.context_frames % 64:
             raise CardError(
                 f"n_bins ({self.n_bins}) and context_frames ({self.context_frames}) must be "

@@ -13,6 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from vocex.model.card import CHANNEL_POLICIES
 from vocex.model.files import atomic_path
 from vocex.model.backends import ModelError, ModelFiles, load_unet, resolve_model, script_unet
 
@@ -41,7 +42,7 @@ def export_onnx(model, card, dest: Path) -> None:
 
 
 def export(files: ModelFiles, out_dir: Path, name: str, formats: list[str], force: bool = False,
-           live: dict[str, int] | None = None) -> Path:
+           live: dict[str, int] | None = None, channels: str | None = None) -> Path:
     """Export ``formats`` (``onnx``, ``torchscript``) beside a copy of the checkpoint."""
     import torch
 
@@ -66,7 +67,8 @@ def export(files: ModelFiles, out_dir: Path, name: str, formats: list[str], forc
         scripted = script_unet(model)
         _atomic(targets["torchscript"], lambda tmp: torch.jit.save(scripted, str(tmp)))
         written["torchscript"] = targets["torchscript"].name
-    card = files.card.replace(files=written, live={**files.card.live, **(live or {})})
+    card = files.card.replace(files=written, live={**files.card.live, **(live or {})},
+                              channels=channels or files.card.channels)
     _atomic(targets["card"], lambda tmp: card.save(tmp))
     return targets["card"]
 
@@ -79,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", dest="formats", action="append", choices=["onnx", "torchscript"],
                    help="what to write (repeatable; default: both)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.add_argument("--channels", choices=CHANNEL_POLICIES,
+                   help="record how multi-channel input is served: a mask per channel or one from the downmix")
     p.add_argument("--live-hop-batch", type=int, help="record the live default hop batch K in the card")
     p.add_argument("--live-lookahead", type=int, help="record the live default lookahead L in the card")
     args = p.parse_args(argv)
@@ -87,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         name = args.name or files.card_path.stem
         live = {k: v for k, v in (("hop_batch", args.live_hop_batch), ("lookahead_frames", args.live_lookahead))
                 if v is not None}
-        card = export(files, args.out_dir, name, args.formats or ["onnx", "torchscript"], args.force, live)
+        card = export(files, args.out_dir, name, args.formats or ["onnx", "torchscript"], args.force, live,
+                      args.channels)
     except (ModelError, FileExistsError) as exc:
         print(f"vocex-export: error: {exc}", file=sys.stderr)
         return 3 if isinstance(exc, ModelError) else 4

@@ -29,7 +29,8 @@ class Separation:
     """Result of :meth:`Separator.separate`.
 
     ``vocals`` / ``accompaniment``: ``(n_samples, n_channels)`` float32 at the input rate.
-    ``magnitude`` / ``mask``: ``(n_channels, n_bins, n_frames)`` at the model's rate (for plots).
+    ``magnitude`` / ``mask``: ``(n_channels, n_bins, n_frames)`` at the model's rate (for plots;
+    one channel for a ``downmix`` card).
     """
 
     vocals: NDArray[np.float32]
@@ -78,11 +79,20 @@ def estimate_mask(
     return np.ascontiguousarray(mask[:, :, left : left + n_frames])
 
 
+def network_magnitude(spec: NDArray[np.complex64], card: ModelCard) -> NDArray[np.float32]:
+    """What the network sees of a mixture STFT ``(n_channels, n_freqs, n_frames)``:
+    ``(n_channels, n_bins, n_frames)`` magnitudes, or ``(1, n_bins, n_frames)`` of the channels'
+    mean for a ``downmix`` card (its one mask then broadcasts over the channels)."""
+    if card.channels == "downmix":
+        spec = spec.mean(axis=0, keepdims=True)
+    return np.abs(spec[:, : card.n_bins]).astype(np.float32)
+
+
 def apply_mask(
     spec: NDArray[np.complex64], mask: NDArray[np.float32], card: ModelCard, n_samples: int
 ) -> NDArray[np.float32]:
     """Vocals at the model's rate from a mixture STFT ``(n_channels, n_freqs, n_frames)`` and a
-    model-band mask ``(n_channels, n_bins, n_frames)``: ``(n_samples, n_channels)``."""
+    model-band mask ``(n_channels or 1, n_bins, n_frames)``: ``(n_samples, n_channels)``."""
     full = extend_mask(mask, spec.shape[1])
     return istft(spec * full, n_samples, card.n_fft, card.hop, card.window)
 
@@ -102,7 +112,7 @@ class Separator:
         card = self.card
         x = resample(audio, sample_rate, card.sample_rate)
         spec = stft(x, card.n_fft, card.hop, card.window)
-        magnitude = np.abs(spec[:, : card.n_bins]).astype(np.float32)
+        magnitude = network_magnitude(spec, card)
         mask = estimate_mask(self.backend, magnitude, self.batch_size, progress)
         vocals_model = apply_mask(spec, mask, card, x.shape[0])
         vocals = resample(vocals_model, card.sample_rate, sample_rate, n_out=audio.shape[0])

@@ -12,6 +12,7 @@ environment (``JackServer.env``).
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import subprocess
@@ -131,11 +132,11 @@ class PlayRecord:
         if self.start_frame is None:
             self.start_frame = self.player.last_frame_time
         pos = self.player.last_frame_time - self.start_frame
-        chunk = self.signal[pos : pos + frames]
+        k = max(0, min(frames, len(self.signal) - pos))
         for c, port in enumerate(self.outs):
             buf = port.get_array()
-            buf[: len(chunk)] = chunk[:, c]
-            buf[len(chunk) :] = 0.0
+            buf[:k] = self.signal[pos : pos + k, c]
+            buf[k:] = 0.0
 
     def _record(self, frames: int) -> None:
         if self.start_frame is None or self.done.is_set():
@@ -153,13 +154,17 @@ class PlayRecord:
         """Connect, play, wait until the recording is complete; returns it."""
         rate = self.player.samplerate
         timeout = timeout if timeout is not None else self.total / rate + 10
+        gc.disable()  # no collection inside the real-time callbacks while recording
         with self.recorder, self.player:
             for src, port in zip(self.sources, self.ins):
                 self.recorder.connect(src, port)
             for port, dst in zip(self.outs, self.targets):
                 self.player.connect(port, dst)
-            if not self.done.wait(timeout):
-                raise TimeoutError("recording did not complete")
+            try:
+                if not self.done.wait(timeout):
+                    raise TimeoutError("recording did not complete")
+            finally:
+                gc.enable()
         return Recording(self.recorded[: self.total].copy(), self.xruns)
 
 

@@ -179,10 +179,14 @@ class MaskStream:
         self.spec = np.zeros((n_channels, n_freqs), dtype=np.complex64)
         hist = self.K + self.L
         self.spec_hist = np.zeros((n_channels, hist, n_freqs), dtype=np.complex64)
-        self.mag_ring = np.zeros((n_channels, 1, card.n_bins, ctx), dtype=np.float32)
-        self.window_in = np.zeros((n_channels, 1, card.n_bins, ctx), dtype=np.float32)
+        # the network sees each channel, or one downmix (card.channels == "downmix")
+        self.downmix = card.channels == "downmix" and n_channels > 1
+        n_net = 1 if self.downmix else n_channels
+        self.mix_spec = np.zeros((1, n_freqs), dtype=np.complex64)
+        self.mag_ring = np.zeros((n_net, 1, card.n_bins, ctx), dtype=np.float32)
+        self.window_in = np.zeros((n_net, 1, card.n_bins, ctx), dtype=np.float32)
         self.masked = np.zeros((n_channels, self.K, n_freqs), dtype=np.complex64)
-        self.zero_mask = np.zeros((n_channels, n_freqs, self.K), dtype=np.float32)
+        self.zero_mask = np.zeros((n_net, n_freqs, self.K), dtype=np.float32)
         self.frames = np.zeros((n_channels, self.K, n_fft), dtype=np.float32)
         self.acc = np.zeros((n_channels, n_fft), dtype=np.float32)
         self.burst = np.zeros((n_channels, self.K * hop), dtype=np.float32)
@@ -227,7 +231,11 @@ class MaskStream:
         np.fft.rfft(self.windowed, axis=1, out=self.spec)
         hist = self.K + self.L
         self.spec_hist[:, j % hist] = self.spec
-        np.abs(self.spec[:, : self.n_bins], out=self.mag_ring[:, 0, :, j % self.ctx])
+        if self.downmix:
+            np.mean(self.spec, axis=0, keepdims=True, out=self.mix_spec)
+            np.abs(self.mix_spec[:, : self.n_bins], out=self.mag_ring[:, 0, :, j % self.ctx])
+        else:
+            np.abs(self.spec[:, : self.n_bins], out=self.mag_ring[:, 0, :, j % self.ctx])
         self.n_frames = j + 1
         if self.n_frames % self.K:
             return 0
@@ -243,11 +251,11 @@ class MaskStream:
             full = self.zero_mask
         else:
             t0 = time.perf_counter()
-            mask = self.backend(self.window_in)  # (C, 1, n_bins, ctx)
+            mask = self.backend(self.window_in)  # (C or 1, 1, n_bins, ctx)
             self.timings.add(time.perf_counter() - t0)
             # a model that returns NaN/Inf never reaches the output: NaN -> 0, clip to [0, 1]
             mask = np.nan_to_num(mask[:, 0, :, ctx - L - K : ctx - L], nan=0.0, posinf=1.0, neginf=0.0)
-            full = extend_mask(np.clip(mask, 0.0, 1.0), self.spec.shape[1])  # (C, n_freqs, K)
+            full = extend_mask(np.clip(mask, 0.0, 1.0), self.spec.shape[1])  # (C or 1, n_freqs, K)
         hist = K + L
         first = j - L - K + 1  # oldest frame the mask columns belong to
         for k in range(K):
@@ -274,7 +282,7 @@ class StreamingSeparator:
 
     Args:
         backend: an inference backend (its card gives the model's front end).
-        n_channels: channels in and out; each is separated on its own.
+        n_channels: channels in and out; separated as the card's ``channels`` policy says.
         sample_rate: the host's rate in Hz; soxr streams convert to and from the model's.
         settings: hop batch K, lookahead L, resampler quality.
         mode: ``karaoke`` (the input without its vocals) or ``vocals``.
@@ -460,6 +468,7 @@ def reference_vocals(
         ``(n_samples, n_channels)`` float32 vocals, aligned with the input.
     """
     from vocex.model.dsp import istft, stft
+    from vocex.model.separate import network_magnitude
 
     card = backend.card
     K, L, ctx, hop = settings.hop_batch, settings.lookahead_frames, card.context_frames, card.hop
@@ -467,10 +476,10 @@ def reference_vocals(
     tail = (K + L + -(-card.n_fft // hop) + 1) * hop
     padded = np.concatenate([audio, np.zeros((tail, n_ch), dtype=np.float32)])
     spec = stft(padded, card.n_fft, hop, card.window)
-    mag = np.abs(spec[:, : card.n_bins]).astype(np.float32)
-    n_frames = mag.shape[2]
-    mag = np.concatenate([np.zeros((n_ch, card.n_bins, ctx), dtype=np.float32), mag], axis=2)
-    mask = np.zeros((n_ch, card.n_bins, n_frames), dtype=np.float32)
+    mag = network_magnitude(spec, card)
+    n_net, _, n_frames = mag.shape
+    mag = np.concatenate([np.zeros((n_net, card.n_bins, ctx), dtype=np.float32), mag], axis=2)
+    mask = np.zeros((n_net, card.n_bins, n_frames), dtype=np.float32)
     for j in range(K - 1, n_frames, K):
         win = mag[:, None, :, j + 1 : j + 1 + ctx]  # frames j-ctx+1 .. j
         cols = backend(np.ascontiguousarray(win))[:, 0, :, ctx - L - K : ctx - L]

@@ -89,6 +89,7 @@ def test_truncated_onnx_and_checkpoint(tiny_model, tmp_path):
     (lambda d: d.update(bogus=1), "unknown fields"),
     (lambda d: d.pop("hop"), "incomplete"),
     (lambda d: d.update(n_bins=100), "multiples of 64"),
+    (lambda d: d.update(channels="stereo"), "channels must be one of"),
 ])
 def test_mismatched_or_broken_card(tiny_model, tmp_path, edit, match):
     card = _copy(tiny_model, tmp_path)

@@ -147,3 +147,43 @@ def test_mono_and_resampled_device_rate(tmp_path):
     assert stats["sample_rate"] == 44100 and stats["details"]["channels"] == 1
     assert stats["xruns"] == 0
     assert rec.audio.shape[1] == 1 and np.abs(rec.audio).max() > 0.01
+
+
+SLOW_WORKER = r"""
+import json, sys, time
+import numpy as np
+from vocex.model.backends import load_backend, resolve_model
+from vocex.realtime.live import LiveEngine, LiveStats, live_model_path
+from vocex.realtime.stream import StreamingSeparator, streaming_settings
+
+files = resolve_model(live_model_path())
+inner = load_backend(files, "onnx", "cpu", 1)
+
+class Slow:  # a backend slower than real time for calls 100..160, then normal again
+    name, device, card = "slow", "cpu", inner.card
+    calls = 0
+    def __call__(self, x):
+        Slow.calls += 1
+        if 100 <= Slow.calls < 160:
+            time.sleep(0.05)
+        return inner(x)
+
+settings = streaming_settings(files.card)
+sep = StreamingSeparator(Slow(), 2, 48000, settings, "karaoke", 1.0, max_block=4096)
+stats = LiveStats(48000, "slow", 0.0, 0.0, 0.0, 5.33, 10.67)
+engine = LiveEngine(sep, stats, 256, device=(None, None), latency="low", prefill_blocks=4)
+engine.open()
+engine.run(float(sys.argv[1]), False)
+json.dump({"late_blocks": stats.late_blocks, "restarts": stats.restarts, "calls": Slow.calls,
+           "inferences": int(sep.core.timings.count)}, sys.stdout)
+"""
+
+
+def test_slow_worker_degrades_to_dry_and_recovers(jack_server):
+    proc = subprocess.run([sys.executable, "-c", SLOW_WORKER, "8"], env=jack_server.env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert result["late_blocks"] > 0  # the slow stretch was noticed and counted
+    # ...and after it the worker caught up and ran the model again for the rest of the run
+    assert result["calls"] > 160 + 8 * RATE / (2 * 256) * 0.3

@@ -110,3 +110,30 @@ def test_chunking_invariance_property(tiny_backend, sizes, seed):
     a = _run(StreamingSeparator(tiny_backend, 2, RATE, s, max_block=256), x, sizes)
     b = _run(StreamingSeparator(tiny_backend, 2, RATE, s, max_block=256), x, [len(x)])
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def downmix_backend(tmp_path_factory):
+    from tests.conftest import make_model
+    from vocex.model.backends import load_backend, resolve_model
+
+    card = make_model(tmp_path_factory.mktemp("downmix"), name="dm", seed=3, channels="downmix")
+    return load_backend(resolve_model(card), "onnx", "cpu", threads=1)
+
+
+def test_downmix_policy_one_mask_for_all_channels(downmix_backend):
+    from vocex.model.separate import Separator
+
+    x = tone_mix(RATE, RATE)
+    x[:, 1] *= 0.3  # channels differ
+    s = StreamingSettings(2, 1)
+    ref = reference_vocals(downmix_backend, x, s)
+    got = separate_streaming(downmix_backend, x, RATE, s, block_size=333)
+    np.testing.assert_allclose(got, ref, atol=2e-5)
+    sep = Separator(downmix_backend).separate(x, RATE)
+    assert sep.mask.shape[0] == 1
+    # the same mask on both channels: vocals / input ratio per STFT bin is shared, so a
+    # channel that is a scaled copy of the other gives a scaled copy of its vocals
+    y = np.stack([x[:, 0], 0.3 * x[:, 0]], axis=1)
+    v = Separator(downmix_backend).separate(y, RATE).vocals
+    np.testing.assert_allclose(v[:, 1], 0.3 * v[:, 0], atol=1e-5)
