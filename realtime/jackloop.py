@@ -89,6 +89,7 @@ class Recording:
 
     audio: NDArray[np.float32]
     xruns: int
+    started_unix: float = 0.0  # when the clients were connected (wall clock)
 
 
 class PlayRecord:
@@ -155,6 +156,7 @@ class PlayRecord:
         rate = self.player.samplerate
         timeout = timeout if timeout is not None else self.total / rate + 10
         gc.disable()  # no collection inside the real-time callbacks while recording
+        started = time.time()
         with self.recorder, self.player:
             for src, port in zip(self.sources, self.ins):
                 self.recorder.connect(src, port)
@@ -165,7 +167,7 @@ class PlayRecord:
                     raise TimeoutError("recording did not complete")
             finally:
                 gc.enable()
-        return Recording(self.recorded[: self.total].copy(), self.xruns)
+        return Recording(self.recorded[: self.total].copy(), self.xruns, started)
 
 
 def wait_for_ports(server: str, pattern: str, count: int, timeout: float = 20.0, is_input: bool | None = None,

@@ -95,6 +95,8 @@ class LiveStats:
     clipped_samples: int = 0
     inference_ms: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    started_unix: float = 0.0
+    xrun_times_s: list[float] = field(default_factory=list)
     ended_by: str = "duration"
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -296,6 +298,7 @@ class LiveEngine:
         """Play until ``duration`` seconds, a stop request, Ctrl-C or a device failure."""
         worker = threading.Thread(target=self._worker, name="vocex-worker", daemon=True)
         started = time.monotonic()
+        self.stats.started_unix = round(time.time(), 3)
         if self.io != "rtmixer":
             self._start_playback()  # the copying callback reads the ring from its first block
         try:
@@ -311,6 +314,10 @@ class LiveEngine:
                         self.stop_event.wait(0.25)
                         if not self.stream.active:
                             raise DeviceError("the audio stream stopped (device or audio server gone)")
+                        before = self.seen["xruns"]
+                        self.xruns_now()
+                        if self.seen["xruns"] > before:  # when they happened, for the record
+                            self.stats.xrun_times_s.append(round(time.monotonic() - started, 2))
                         if status_line:
                             self._print_status()
                 finally:
@@ -371,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-d", "--device", help="input and output device (numeric id or name substring)")
     p.add_argument("-i", "--input-device", help="input device (id or name substring)")
     p.add_argument("-o", "--output-device", help="output device (id or name substring)")
-    p.add_argument("--samplerate", type=int, help="device sample rate in Hz (default: the model's)")
+    p.add_argument("--samplerate", type=int, help="device sample rate in Hz (default: the device's own)")
     p.add_argument("--blocksize", type=int, default=256, help="device block size in samples")
     p.add_argument("--latency", help="PortAudio latency: 'low', 'high' or seconds (default: low)", default="low")
     p.add_argument("--channels", type=int, default=2, help="1 (mono) or 2 (stereo); each separated on its own")
@@ -390,6 +397,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats-json", type=Path, help="write run statistics here on exit")
     p.add_argument("--no-status", action="store_true", help="no status line")
     return p
+
+
+def _device_rate(device: int | None, fallback: int) -> int:
+    """The output device's own default rate (a JACK server's rate), else the model's."""
+    import sounddevice as sd
+
+    try:
+        return int(sd.query_devices(device, "output")["default_samplerate"])
+    except (ValueError, sd.PortAudioError):
+        return fallback
 
 
 def _latency_arg(value: str) -> str | float:
@@ -431,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         latency = _latency_arg(args.latency)
         dev_in = resolve_device(args.input_device or args.device, "input")
         dev_out = resolve_device(args.output_device or args.device, "output")
-        rate = args.samplerate or card.sample_rate
+        rate = args.samplerate or _device_rate(dev_out, card.sample_rate)
         separator = StreamingSeparator(backend, args.channels, rate, settings, args.mode, args.mix,
                                        max_block=max(4096, args.blocksize))
         stats = LiveStats(

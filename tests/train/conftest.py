@@ -1,3 +1,4 @@
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ def make_musdb_hq(root: Path, rate: int = 8000, seconds: float = 3.0) -> Path:
         for i, name in enumerate(names):
             folder = root / subset / name
             folder.mkdir(parents=True)
-            mix, stems = _song(rate, seconds, hash(name) % 1000)
+            mix, stems = _song(rate, seconds, zlib.crc32(name.encode()) % 1000)
             sf.write(str(folder / "mixture.wav"), mix, rate, subtype="FLOAT")
             for stem, audio in stems.items():
                 sf.write(str(folder / f"{stem}.wav"), audio, rate, subtype="FLOAT")
