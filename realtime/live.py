@@ -315,11 +315,11 @@ class LiveEngine:
                         if not self.stream.active:
                             raise DeviceError("the audio stream stopped (device or audio server gone)")
                         before = self.seen["xruns"]
-                        self.xruns_now()
+                        xruns = self.xruns_now()
                         if self.seen["xruns"] > before:  # when they happened, for the record
                             self.stats.xrun_times_s.append(round(time.monotonic() - started, 2))
                         if status_line:
-                            self._print_status()
+                            self._print_status(xruns)
                 finally:
                     self.stop_event.set()
                     worker.join(timeout=2.0)
@@ -360,13 +360,13 @@ class LiveEngine:
         self.seen["blocks"] += int(st.blocks)
         self.seen["xruns"] += int(st.input_overflows + st.input_underflows + st.output_overflows + st.output_underflows)
 
-    def _print_status(self) -> None:
+    def _print_status(self, xruns: int) -> None:
         lin, lout, red = self.levels.take()
         t = self.sep.core.timings
         recent = t.recent()
         load = (np.percentile(recent, 99) * 1000 / self.stats.inference_interval_ms) if recent.size else 0.0
         line = (f"in {lin:6.1f} dBFS  out {lout:6.1f} dBFS  change {red:+5.1f} dB  load {load:4.2f}  "
-                f"latency {self.stats.total_latency_ms:5.1f} ms  xruns {self.xruns_now()}  "
+                f"latency {self.stats.total_latency_ms:5.1f} ms  xruns {xruns}  "
                 f"late {self.stats.late_blocks}")
         print("\r" + line, end="", file=sys.stderr, flush=True)
 
