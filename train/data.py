@@ -7,6 +7,7 @@ evaluation code (``subset="test"``); the training readers take training splits o
 
 from __future__ import annotations
 
+import shutil
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -77,10 +78,34 @@ def iter_tracks(root: Path, subset: str, sample_rate: int | None = None) -> Iter
         yield from _musdb_tracks(Path(root), subset, sample_rate, is_wav=layout == "musdb-hq")
 
 
+def _musdb_hq_tracks(root: Path, subset: str, sample_rate: int | None) -> Iterator[Track]:
+    """MUSDB18-HQ: ``<root>/<subset>/<song>/{mixture,vocals}.wav``, read with soundfile.
+
+    The same songs and samples as ``musdb.DB(is_wav=True)``, without musdb's import of
+    stempeg (which refuses to import when ffmpeg is absent)."""
+    songs = sorted(p for p in (root / subset).glob("*") if (p / "vocals.wav").is_file())
+    if not songs:
+        raise DataError(f"{root}: no {subset} songs found")
+    for song in songs:
+        mixture, rate = read_audio(song / "mixture.wav")
+        vocals, vocal_rate = read_audio(song / "vocals.wav")
+        if vocal_rate != rate or vocals.shape != mixture.shape:
+            raise DataError(f"{song}: mixture.wav and vocals.wav differ in rate or shape")
+        if sample_rate is not None and sample_rate != rate:
+            mixture, vocals = (resample(a, rate, sample_rate) for a in (mixture, vocals))
+            rate = sample_rate
+        yield Track(song.name, mixture, vocals, rate)
+
+
 def _musdb_tracks(root: Path, subset: str, sample_rate: int | None, is_wav: bool) -> Iterator[Track]:
+    if is_wav:
+        yield from _musdb_hq_tracks(root, subset, sample_rate)
+        return
+    if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
+        raise DataError(f"{root}: MUSDB18 .stem.mp4 files need ffmpeg and ffprobe (apt-get install ffmpeg)")
     import musdb  # heavy import (stempeg), only where needed
 
-    db = musdb.DB(root=str(root), subsets=subset, is_wav=is_wav)
+    db = musdb.DB(root=str(root), subsets=subset, is_wav=False)
     if not db.tracks:
         raise DataError(f"{root}: no {subset} songs found")
     for t in db.tracks:

@@ -11,11 +11,14 @@ ceiling of any mask this front end can apply).
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
 import json
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -36,13 +39,39 @@ METRICS = ("SDR", "SIR", "SAR", "ISR")
 Estimator = Callable[[Track], tuple[NDArray[np.float32], NDArray[np.float32]]]
 
 
-def bss_scores(track: Track, vocals: NDArray[np.float32], accompaniment: NDArray[np.float32]) -> dict[str, dict[str, float]]:
-    """Median over 1 s frames of museval's BSSEval v4 metrics for both targets."""
-    import museval
+@functools.cache
+def _bsseval() -> ModuleType:
+    """museval's BSSEval module (``museval/metrics.py``), loaded without the ``museval`` package.
 
+    ``import museval`` imports musdb and stempeg, and stempeg raises at import time when
+    ffmpeg is not on PATH; scoring needs none of that, only ``metrics.bss_eval``.
+    """
+    spec = importlib.util.find_spec("museval")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("museval is not installed (pip install -c constraints.txt '.[train]')")
+    path = Path(next(iter(spec.submodule_search_locations))) / "metrics.py"
+    metrics_spec = importlib.util.spec_from_file_location("vocex_museval_metrics", path)
+    if metrics_spec is None or metrics_spec.loader is None or not path.is_file():
+        raise DataError(f"museval is installed without its metrics module ({path})")
+    module = importlib.util.module_from_spec(metrics_spec)
+    metrics_spec.loader.exec_module(module)
+    return module
+
+
+def bss_scores(track: Track, vocals: NDArray[np.float32], accompaniment: NDArray[np.float32]) -> dict[str, dict[str, float]]:
+    """Median over 1 s frames of museval's BSSEval v4 metrics for both targets.
+
+    The same call as ``museval.evaluate(..., mode="v4")``: ``bss_eval`` with time-invariant
+    filters, no permutation, 1 s windows and hops.  All arrays are ``(n_samples, n_channels)``
+    float32 at ``track.sample_rate``, the estimates as long as the references.
+    """
+    if vocals.shape != track.vocals.shape or accompaniment.shape != track.accompaniment.shape:
+        raise ValueError(f"estimates {vocals.shape}/{accompaniment.shape} do not match the references {track.vocals.shape}")
     refs = np.stack([track.vocals, track.accompaniment]).astype(np.float64)
     ests = np.stack([vocals, accompaniment]).astype(np.float64)
-    sdr, isr, sir, sar = museval.evaluate(refs, ests, win=track.sample_rate, hop=track.sample_rate, mode="v4")
+    sdr, isr, sir, sar, _ = _bsseval().bss_eval(
+        refs, ests, compute_permutation=False, window=track.sample_rate, hop=track.sample_rate,
+        framewise_filters=False, bsseval_sources_version=False)
     values = {"SDR": sdr, "ISR": isr, "SIR": sir, "SAR": sar}
     return {
         target: {m: _nanmedian(values[m][i]) for m in METRICS}

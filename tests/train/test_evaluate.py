@@ -1,11 +1,11 @@
 import json
 
+import numpy as np
 import pytest
 
-pytest.importorskip("museval")
-
-from vocex.train.evaluate import main  # noqa: E402
-from tests.conftest import MUSDB_MINI, needs_shared_data  # noqa: E402
+from vocex.train.data import Track
+from vocex.train.evaluate import bss_scores, main
+from tests.conftest import MUSDB_MINI, needs_shared_data
 
 
 def test_eval_report_structure_and_baselines(tiny_model, musdb_hq, tmp_path):
@@ -48,3 +48,21 @@ def test_shipped_model_beats_the_floor_on_a_real_test_song(tmp_path):
     model, floor = report["median"], report["baselines"]["mixture"]["median"]
     assert model["vocals"]["SDR"] > floor["vocals"]["SDR"] + 4
     assert model["accompaniment"]["SDR"] > floor["accompaniment"]["SDR"] + 2
+
+
+def test_bsseval_scores_known_snr_without_ffmpeg(monkeypatch):
+    """Scoring loads museval's metrics module alone: no ffmpeg (stempeg) needed."""
+    monkeypatch.setenv("PATH", "")
+    rng = np.random.default_rng(0)
+    rate = 8000
+    vocals = rng.standard_normal((4 * rate, 2)).astype(np.float32) * 0.1
+    accomp = rng.standard_normal((4 * rate, 2)).astype(np.float32) * 0.1
+    track = Track("t", vocals + accomp, vocals, rate)
+    noise = rng.standard_normal(vocals.shape).astype(np.float32) * 0.01  # 20 dB below each stem
+    scores = bss_scores(track, vocals + noise, accomp - noise)
+    for target in ("vocals", "accompaniment"):
+        assert 18.0 < scores[target]["SDR"] < 22.0, scores
+    better = bss_scores(track, vocals + noise / 10, accomp - noise / 10)
+    assert 38.0 < better["vocals"]["SDR"] < 42.0, better
+    with pytest.raises(ValueError, match="do not match"):
+        bss_scores(track, vocals[:-1], accomp[:-1])
