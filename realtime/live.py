@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -34,6 +35,7 @@ from vocex.model.files import atomic_path
 from vocex.realtime.stream import MODES, StreamingSeparator, streaming_settings
 
 PROG = "vocex-live"
+_ABANDONED_STREAM = False  # set when the device died under a stream that cannot be closed
 
 
 class DeviceError(RuntimeError):
@@ -162,6 +164,7 @@ class LiveEngine:
         self.levels = Levels()
         self.stop_event = threading.Event()
         self.error: BaseException | None = None
+        self.device_lost = False
         self.seen = {"blocks": 0, "xruns": 0}
         self._stats_action = None
 
@@ -244,6 +247,8 @@ class LiveEngine:
                 if self.io == "rtmixer":
                     actions = self.stream.actions
                     if self.play_action not in actions or self.rec_action not in actions:
+                        if not self.stream.active:
+                            return  # the device is gone: the main thread reports it
                         self._recover()
                 avail = self.ring_in.read_available
                 if avail < self.block_size:
@@ -285,7 +290,11 @@ class LiveEngine:
         actions = self.stream.actions
         for action in (self.play_action, self.rec_action):
             if action in actions:
-                self.stream.wait(self.stream.cancel(action))
+                cancel = self.stream.cancel(action)
+                while cancel in self.stream.actions:  # rtmixer's wait(), but not past a dead device
+                    if not self.stream.active or self.stop_event.is_set():
+                        return
+                    time.sleep(0.002)
         self.ring_in.flush()
         self.ring_out.flush()
         self.sep.reset()
@@ -302,35 +311,58 @@ class LiveEngine:
         if self.io != "rtmixer":
             self._start_playback()  # the copying callback reads the ring from its first block
         try:
-            with self.stream:
-                if self.io == "rtmixer":
-                    self._start_playback()
-                    self._start_recording()
-                worker.start()
-                try:
-                    while not self.stop_event.is_set():
-                        if duration is not None and time.monotonic() - started >= duration:
-                            break
-                        self.stop_event.wait(0.25)
-                        if not self.stream.active:
-                            raise DeviceError("the audio stream stopped (device or audio server gone)")
-                        before = self.seen["xruns"]
-                        xruns = self.xruns_now()
-                        if self.seen["xruns"] > before:  # when they happened, for the record
-                            self.stats.xrun_times_s.append(round(time.monotonic() - started, 2))
-                        if status_line:
-                            self._print_status(xruns)
-                finally:
-                    self.stop_event.set()
-                    worker.join(timeout=2.0)
-                    self._collect(started)
+            self.stream.start()
+            if self.io == "rtmixer":
+                self._start_playback()
+                self._start_recording()
+            worker.start()
+            try:
+                while not self.stop_event.is_set():
+                    if duration is not None and time.monotonic() - started >= duration:
+                        break
+                    self.stop_event.wait(0.25)
+                    if not self.stream.active:
+                        self.device_lost = True
+                        raise DeviceError("the audio stream stopped (device or audio server gone)")
+                    before = self.seen["xruns"]
+                    xruns = self.xruns_now()
+                    if self.seen["xruns"] > before:  # when they happened, for the record
+                        self.stats.xrun_times_s.append(round(time.monotonic() - started, 2))
+                    if status_line:
+                        self._print_status(xruns)
+            finally:
+                self.stop_event.set()
+                worker.join(timeout=0.5 if self.device_lost else 2.0)
+                self._collect(started)
         finally:
             self.stats.inference_ms = self.sep.core.timings.summary_ms()
         if self.error is not None:
             raise self.error
 
+    def close(self) -> None:
+        """Close the device stream, unless its server is gone: PortAudio's JACK host then
+        waits forever for a process callback that never comes (in ``Pa_StopStream``,
+        ``Pa_CloseStream`` and, at exit, ``Pa_Terminate``), so the stream is abandoned and
+        sounddevice's exit handler is unregistered; the process is about to end anyway."""
+        if getattr(self, "stream", None) is None:
+            return
+        if self.device_lost:
+            import atexit
+
+            import sounddevice as sd
+
+            global _ABANDONED_STREAM
+            _ABANDONED_STREAM = True
+            atexit.unregister(sd._exit_handler)
+            return
+        self.stream.close()
+
     def _collect(self, started: float) -> None:
         self.stats.seconds = round(time.monotonic() - started, 2)
+        if self.device_lost:  # the counters live in the stream, which can no longer be stopped
+            self.stats.details["stats_error"] = "device lost: counts are those polled while it ran"
+            self.stats.blocks, self.stats.xruns = self.seen["blocks"], self.seen["xruns"]
+            return
         try:
             self.stream.stop()
             if self.io == "rtmixer":
@@ -482,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         code = fail(PROG, exc, EXIT_DEVICE)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        engine.close()
         if stats.inference_ms == {}:
             stats.inference_ms = separator.core.timings.summary_ms()
         if status:
@@ -496,5 +529,17 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def cli() -> None:
+    """Console-script entry point: ``main()``, then exit.  After the audio server died, the
+    abandoned stream's PortAudio/JACK threads can hold up interpreter teardown for seconds,
+    so the process then ends at once (the statistics file and the summary are already out)."""
+    code = main()
+    if _ABANDONED_STREAM:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

@@ -199,3 +199,32 @@ def test_slow_worker_degrades_to_dry_and_recovers(jack_server):
     assert result["late_blocks"] > 0  # the slow stretch was noticed and counted
     # ...and after it the worker caught up and ran the model again for the rest of the run
     assert result["calls"] > 160 + 8 * RATE / (2 * 256) * 0.3
+
+
+def test_audio_server_killed_mid_stream_ends_within_2_s(tmp_path):
+    """jackd dies under a running vocex-live: a clear one-line error, exit 5 within 2 s, and the
+    statistics file is still written (PortAudio's JACK host would otherwise wait forever)."""
+    server = JackServer(f"vocex-test-kill-{int(time.time())}", RATE, PERIOD).start()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "vocex.realtime.live", "-d", "JACK", "--duration", "60",
+                                 "--no-status", "--stats-json", str(tmp_path / "stats.json")],
+                                env=server.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for_ports(server.name, "PortAudio:in", 2, proc=proc)
+        time.sleep(1.0)
+        assert proc.poll() is None
+        server.proc.kill()
+        server.proc.wait()
+        killed = time.monotonic()
+        try:
+            _, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+        ended_after = time.monotonic() - killed
+    finally:
+        server.stop()
+    assert proc.returncode == 5, err
+    ours = [line for line in err.splitlines() if line.startswith("vocex-live:")]
+    assert ours[0] == "vocex-live: error: the audio stream stopped (device or audio server gone)", err
+    assert ended_after < 2.0, f"vocex-live took {ended_after:.2f} s to end after the server died"
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["ended_by"].startswith("device error") and stats["blocks"] > 0
