@@ -5,7 +5,10 @@ Audio at every boundary is float32, shape ``(n_samples, n_channels)``, C-contigu
 
 from __future__ import annotations
 
+import errno
 import os
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -34,15 +37,28 @@ def read_audio(path: str | os.PathLike[str]) -> tuple[NDArray[np.float32], int]:
     if path.is_dir():
         raise AudioError(f"{path}: is a directory, expected an audio file")
     try:
+        truncated = _truncation(sf.info(str(path)).extra_info)
         audio, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         reason = str(exc).split(":")[-1].strip() or type(exc).__name__
         raise AudioError(f"{path}: not a readable audio file ({reason})") from None
+    if truncated:
+        raise AudioError(f"{path}: truncated or corrupt ({truncated})")
     if audio.shape[0] == 0:
         raise AudioError(f"{path}: contains no audio samples")
     if not np.all(np.isfinite(audio)):
         raise AudioError(f"{path}: contains NaN or infinite samples")
     return np.ascontiguousarray(audio), int(sample_rate)
+
+
+def _truncation(log: str) -> str | None:
+    """libsndfile's own diagnosis of a cut-off file: its header log marks a chunk whose
+    declared length runs past the end of the file as ``data : 352800 (should be 912)``."""
+    for line in log.splitlines():
+        m = re.match(r"\s*(data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", line)
+        if m and int(m.group(3)) < int(m.group(2)):
+            return f"its header promises {m.group(2)} bytes of audio, the file holds {m.group(3)}"
+    return None
 
 
 def write_audio(
@@ -58,7 +74,12 @@ def write_audio(
     if subtype is None and suffix == ".wav":
         subtype = "FLOAT"
     with atomic_path(path, suffix=suffix) as tmp:
-        sf.write(str(tmp), audio, sample_rate, subtype=subtype, format=suffix.lstrip(".").upper())
+        try:
+            sf.write(str(tmp), audio, sample_rate, subtype=subtype, format=suffix.lstrip(".").upper())
+        except sf.LibsndfileError as exc:  # libsndfile says only "System error." for a full disk
+            if shutil.disk_usage(path.parent).free < audio.nbytes + (1 << 20):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
+            raise OSError(errno.EIO, f"libsndfile could not write it ({exc})", str(path)) from None
 
 
 def resample(

@@ -14,9 +14,11 @@ import sys
 from pathlib import Path
 
 from vocex.model.card import CHANNEL_POLICIES
+from vocex.model.cli import EXIT_MODEL, EXIT_OK, EXIT_OUTPUT, fail
 from vocex.model.files import atomic_path
 from vocex.model.backends import ModelError, ModelFiles, load_unet, resolve_model, script_unet
 
+PROG = "vocex-export"
 ONNX_OPSET = 17
 
 
@@ -74,7 +76,7 @@ def export(files: ModelFiles, out_dir: Path, name: str, formats: list[str], forc
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="vocex-export", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="card (.json) or checkpoint (.pt with its card beside it)")
     p.add_argument("-o", "--out-dir", type=Path, required=True)
     p.add_argument("--name", help="file stem of the exported model (default: the card's stem)")
@@ -93,14 +95,14 @@ def main(argv: list[str] | None = None) -> int:
                 if v is not None}
         card = export(files, args.out_dir, name, args.formats or ["onnx", "torchscript"], args.force, live,
                       args.channels)
-    except (ModelError, FileExistsError) as exc:
-        print(f"vocex-export: error: {exc}", file=sys.stderr)
-        return 3 if isinstance(exc, ModelError) else 4
+    except ModelError as exc:
+        return fail(PROG, exc, EXIT_MODEL)
+    except FileExistsError as exc:  # an existing output, or out_dir (a folder above it) is a file
+        return fail(PROG, f"{exc.filename}: exists and is not a folder" if exc.filename else exc, EXIT_OUTPUT)
     except OSError as exc:
-        print(f"vocex-export: error: {exc.filename or args.out_dir}: {exc.strerror}", file=sys.stderr)
-        return 4
+        return fail(PROG, f"{exc.filename or args.out_dir}: {exc.strerror or exc}", EXIT_OUTPUT)
     print(f"wrote {card}", file=sys.stderr)
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,13 @@ def _outputs(args: argparse.Namespace) -> dict[Path, Path]:
     return folders
 
 
+def _writable(folder: Path) -> None:
+    """Make ``folder`` and check that a file can be created in it, before hours of work."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -102,12 +110,16 @@ def main(argv: list[str] | None = None) -> int:
             audio_in[path] = read_audio(path)
         files = resolve_model(args.model)
         backend = load_backend(files, args.backend, args.accel, args.threads)
+        for folder in folders.values():
+            _writable(folder)
     except AudioError as exc:
         return fail(PROG, exc, EXIT_INPUT)
     except ModelError as exc:
         return fail(PROG, exc, EXIT_MODEL)
     except FileExistsError as exc:
         return fail(PROG, exc, EXIT_OUTPUT)
+    except OSError as exc:
+        return fail(PROG, f"cannot write to {exc.filename or args.out_dir}: {exc.strerror or exc}", EXIT_OUTPUT)
 
     if args.streaming and args.plot:
         return fail(PROG, "--plot needs the offline separator (drop --streaming)", EXIT_INPUT)
@@ -124,7 +136,6 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 sep = _run_one(separator, path, audio, rate, not args.no_progress)
             folder = folders[path]
-            folder.mkdir(parents=True, exist_ok=True)
             for name in STEMS:
                 write_audio(folder / f"{name}.wav", getattr(sep, name), rate)
             if args.plot:

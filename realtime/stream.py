@@ -277,6 +277,21 @@ class MaskStream:
         return produced - lo
 
 
+@numba.njit(cache=True, nogil=True)
+def _finite_copy(src: np.ndarray, dst: np.ndarray) -> int:  # pragma: no cover - compiled
+    """Copy ``src`` (n, C) into ``dst``, NaN and +-Inf replaced by 0; returns how many were."""
+    bad = 0
+    for i in range(src.shape[0]):
+        for c in range(src.shape[1]):
+            v = src[i, c]
+            if np.isfinite(v):
+                dst[i, c] = v
+            else:
+                dst[i, c] = 0.0
+                bad += 1
+    return bad
+
+
 class StreamingSeparator:
     """Streaming vocal separation at a device's sample rate.
 
@@ -292,7 +307,9 @@ class StreamingSeparator:
 
     ``process_block(block, out)``: ``block`` and ``out`` are ``(n_samples, n_channels)``
     float32, any ``n_samples``; ``out[t]`` is the result for input sample
-    ``t - latency_samples``.  Everything is allocated here, in ``__init__``.
+    ``t - latency_samples``.  Everything is allocated here, in ``__init__``.  Non-finite
+    input samples (NaN, +-Inf) are taken as 0 and counted in ``nonfinite_samples``, so one
+    bad sample cannot poison the context window or reach the output.
     """
 
     def __init__(
@@ -327,7 +344,9 @@ class StreamingSeparator:
         self.vocal_chunk = np.zeros((n_channels, self.core.vocals.cap), dtype=np.float32)
         self.voc_out = np.zeros((n_channels, max_block), dtype=np.float32)
         self.dry_out = np.zeros((n_channels, max_block), dtype=np.float32)
+        self.clean_in = np.zeros((max_block, n_channels), dtype=np.float32)
         self.underruns = 0
+        self.nonfinite_samples = 0
         self.reset()
 
     @property
@@ -397,6 +416,8 @@ class StreamingSeparator:
 
     def _process(self, block: NDArray[np.float32], out: NDArray[np.float32]) -> None:
         n = block.shape[0]
+        self.nonfinite_samples += _finite_copy(block, self.clean_in[:n])
+        block = self.clean_in[:n]
         x = self.rs_in.resample_chunk(block) if self.resampling else block
         # soxr releases what it withheld in one go at the start: feed the core in pieces
         piece = self.core.max_push

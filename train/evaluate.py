@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from vocex.model.audio import resample
+from vocex.model.audio import AudioError, resample
 from vocex.model.backends import ModelError, load_backend, resolve_model
 from vocex.model.card import ModelCard
 from vocex.model.cli import EXIT_INPUT, EXIT_MODEL, EXIT_OK, EXIT_OUTPUT, add_model_arguments, fail
 from vocex.model.dsp import istft, stft
 from vocex.model.separate import Separator
-from vocex.train.data import DataError, Track, iter_tracks
+from vocex.train.data import DataError, Track, detect_layout, iter_tracks
 
 PROG = "vocex-eval"
 TARGETS = ("vocals", "accompaniment")
@@ -122,8 +122,9 @@ def evaluate(
     if baselines:
         systems.update({"mixture": mixture_floor, "oracle_irm": oracle_irm(card)})
     per_track: list[dict[str, Any]] = []
+    detect_layout(root)  # a bad folder fails before the progress bar is drawn
     tracks = iter_tracks(root, subset)
-    for i, track in enumerate(tqdm(tracks, desc="tracks", unit="track")):
+    for i, track in enumerate(tqdm(tracks, desc="tracks", unit="track", leave=False)):
         if max_tracks is not None and i >= max_tracks:
             break
         entry: dict[str, Any] = {"name": track.name, "seconds": round(track.mixture.shape[0] / track.sample_rate, 2)}
@@ -186,7 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.streaming:
         from vocex.realtime.stream import separate_streaming, streaming_settings
 
-        settings = streaming_settings(card, args.hop_batch, args.lookahead)
+        try:
+            settings = streaming_settings(card, args.hop_batch, args.lookahead)
+        except ValueError as exc:
+            return fail(PROG, exc, EXIT_INPUT)
         streaming_info = settings.describe(card)
 
         def estimate(track: Track) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
@@ -201,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         report = evaluate(args.musdb_root, args.subset, estimate, card, args.tracks, not args.no_baselines)
-    except (DataError, OSError) as exc:
+    except (DataError, AudioError, OSError) as exc:
         return fail(PROG, exc, EXIT_INPUT)
     except KeyboardInterrupt:
         return fail(PROG, "interrupted", 130)
@@ -209,9 +213,12 @@ def main(argv: list[str] | None = None) -> int:
               "musdb_root": str(args.musdb_root), "subset": args.subset, "streaming": streaming_info, **report}
     from vocex.model.files import atomic_path
 
-    with atomic_path(args.json) as tmp:
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
     print_table(report)
+    try:
+        with atomic_path(args.json) as tmp:
+            tmp.write_text(json.dumps(report, indent=2) + "\n")
+    except OSError as exc:
+        return fail(PROG, f"cannot write {args.json}: {exc.strerror or exc}", EXIT_OUTPUT)
     print(f"wrote {args.json}", file=sys.stderr)
     return EXIT_OK
 

@@ -236,9 +236,38 @@ def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object]) -> Path:
     return final
 
 
+def _error(message: str, code: int) -> int:
+    print(f"vocex-train: error: {message}", file=sys.stderr)
+    return code
+
+
+def _check_init(path: Path) -> str | None:
+    """Why ``--init`` cannot be used, or ``None``: it must be a plain state dict (``model.pt``)."""
+    import torch
+
+    if not path.is_file():
+        return f"{path}: --init needs an existing weights file (a model.pt)"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, not a torch file, pickled classes
+        return f"{path}: not loadable weights ({type(exc).__name__}; --init needs a model.pt state dict)"
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        return f"{path}: not a state dict of tensors (a model.pt written by vocex-train)"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k not in ("musdb_root", "shared_root")})
+    for name in ("steps", "batch_size", "checkpoint_every", "val_every"):
+        if getattr(cfg, name) < 1:
+            return _error(f"--{name.replace('_', '-')} must be at least 1", 2)
+    if not cfg.lr > 0 or cfg.min_lr < 0 or (cfg.minutes is not None and not cfg.minutes > 0):
+        return _error("--lr and --minutes must be positive, --min-lr not negative", 2)
+    if cfg.init is not None:
+        problem = _check_init(cfg.init)
+        if problem:
+            return _error(problem, 3)
     try:
         fe = cfg.front_end()
         ModelCard.from_front_end("check", fe, n_bins=cfg.n_bins, context_frames=cfg.context_frames)
