@@ -127,18 +127,15 @@ def load_pools(shared_root: Path, need_accompaniment: bool) -> Pools:
         raise CorpusError(f"{root}: not a directory (--shared-root)")
     _refuse_test(root)
     pools = Pools()
-    files: list[Path] = []
     for path in _audio_files(root / "voice"):
         speech = "speech" in path.stem or path.suffix.lower() == ".ogg"  # LibriSpeech readings
         pools.add_vocal(f"voice/{path.stem}", read_material(path).mean(axis=1), 0.3 if speech else 1.0)
-        files.append(path)
     for path in _audio_files(root / "pairs" / "mir1k"):
         audio = read_material(path)
         if audio.shape[1] == 2:
             pools.add_vocal(f"mir1k/{path.stem}", audio[:, 1])
             if need_accompaniment:
                 pools.add_accompaniment(f"mir1k/{path.stem}", {"other": audio[:, :1]})
-            files.append(path)
     excerpts = root / "pairs" / "musdb-train-excerpt-8k"
     for mix_path in _audio_files(excerpts / "mix"):
         vocal_path = excerpts / "vocal" / mix_path.name.replace("mix", "vocal", 1)
@@ -149,7 +146,6 @@ def load_pools(shared_root: Path, need_accompaniment: bool) -> Pools:
         pools.add_vocal(f"excerpt8k/{vocal_path.stem}", vocal[:n, 0], 0.2)  # 57 clips of one song
         if need_accompaniment:
             pools.add_accompaniment(f"excerpt8k/{mix_path.stem}", {"other": mix[:n] - vocal[:n]}, 0.15)
-        files += [mix_path, vocal_path]
     train = root / "musdb18hq-mini" / "train"
     for song in sorted(p for p in train.glob("*") if p.is_dir()):
         if not (song / "vocals.wav").exists():
@@ -160,11 +156,9 @@ def load_pools(shared_root: Path, need_accompaniment: bool) -> Pools:
                 f"musdb-mini/{song.name}",
                 {s: read_material(song / f"{s}.wav") for s in ("drums", "bass", "other") if (song / f"{s}.wav").exists()},
             )
-        files.append(song / "vocals.wav")
     if need_accompaniment:
         for path in _audio_files(root / "instrumental"):
             pools.add_accompaniment(f"instrumental/{path.stem}", {"other": read_material(path)})
-            files.append(path)
     if not pools.vocals:
         raise CorpusError(f"{root}: no vocal material (voice/, pairs/, musdb18hq-mini/train)")
     if need_accompaniment and not pools.accompaniments:
