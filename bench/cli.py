@@ -3,6 +3,8 @@
     vocex-bench compute --json bench/results/compute.json --plot
     vocex-bench latency --json bench/results/latency.json
     vocex-bench soak --minutes 10 --json bench/results/soak.json
+    vocex-bench throughput --json bench/results/throughput.json
+    vocex-bench quality --musdb-root ../shared/data/musdb18hq-mini --json bench/results/quality.json --plot
 
 Each subcommand prints a table and writes its JSON (``--json``); ``--plot`` writes PNGs
 beside it.  Without JACK (jackd2 + JACK-Client) the device measurements are skipped with a
@@ -33,7 +35,8 @@ def _machine() -> dict[str, Any]:
 
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "python": platform.python_version(),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "load_average_1_5_15min": [round(x, 2) for x in os.getloadavg()]}
 
 
 def _write(path: Path | None, report: dict[str, Any]) -> None:
@@ -127,6 +130,68 @@ def cmd_soak(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_throughput(args: argparse.Namespace) -> int:
+    from vocex.bench import throughput
+    from vocex.model.audio import AudioError
+
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = sorted(set(systems) - set(throughput.SYSTEMS))
+    if unknown or not systems:
+        return fail(PROG, f"--systems: unknown {', '.join(unknown) or '(none given)'}; choose from "
+                    f"{', '.join(throughput.SYSTEMS)}", EXIT_INPUT)
+    try:
+        threads = [int(n) for n in args.threads.split(",")]
+    except ValueError:
+        return fail(PROG, f"--threads: expected comma-separated integers, got {args.threads!r}", EXIT_INPUT)
+    if min(threads) < 1 or args.repeats < 1 or args.seconds <= 0:
+        return fail(PROG, "--threads and --repeats must be >= 1 and --seconds > 0", EXIT_INPUT)
+    if "vocex" in systems:
+        resolve_model(args.model)  # a bad --model fails here (exit 3), not in a worker
+    if args.clip is None:
+        audio, clip = throughput.synthetic_clip(args.seconds), f"synthetic (vocex.bench.throughput.synthetic_clip, {args.seconds:g} s)"
+    else:
+        try:
+            audio = throughput.load_clip(args.clip, args.seconds)
+        except (AudioError, OSError) as exc:
+            return fail(PROG, exc, EXIT_INPUT)
+        if audio.shape[0] == 0:
+            return fail(PROG, f"{args.clip}: no audio", EXIT_INPUT)
+        clip = f"{args.clip} (first {audio.shape[0] / throughput.SAMPLE_RATE:g} s, resampled to 44.1 kHz stereo)"
+    report = throughput.run(audio, systems, threads, args.repeats, args.model, clip,
+                            progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    report["machine"] = _machine()
+    print(throughput.table(report))
+    _write(args.json, report)
+    return EXIT_OK
+
+
+def cmd_quality(args: argparse.Namespace) -> int:
+    from vocex.bench import quality
+    from vocex.train.data import DataError
+
+    try:
+        settings = quality.parse_settings(args.settings)
+    except ValueError as exc:
+        return fail(PROG, f"--settings: {exc}", EXIT_INPUT)
+    streaming_files = _live_model(args.model)
+    offline_files = resolve_model(args.offline_model)
+    for k, lookahead in settings:
+        if k + lookahead > streaming_files.card.context_frames:
+            return fail(PROG, f"--settings {k}:{lookahead}: K + L must be at most context_frames "
+                        f"({streaming_files.card.context_frames})", EXIT_INPUT)
+    try:
+        report = quality.run(args.musdb_root, args.subset, streaming_files, offline_files, settings, args.tracks)
+    except (DataError, OSError) as exc:
+        return fail(PROG, exc, EXIT_INPUT)
+    report["machine"] = _machine()
+    print(quality.table(report))
+    _write(args.json, report)
+    if args.plot and args.json:
+        quality.plot(report, args.json.with_suffix(".png"))
+        print(f"wrote {args.json.with_suffix('.png')}", file=sys.stderr)
+    return EXIT_OK
+
+
 def _plot_soak(report: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -172,6 +237,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--samplerate", type=int, default=48000)
     s.add_argument("--blocksize", type=int, default=256)
     s.set_defaults(func=cmd_soak)
+
+    t = sub.add_parser("throughput", help="offline separation speed (x real time) vs Open-Unmix and HT-Demucs")
+    t.add_argument("--json", type=Path, help="write the results here")
+    t.add_argument("--model", help="vocex model (default: the shipped default model)")
+    from vocex.bench.throughput import add_arguments
+
+    add_arguments(t)
+    t.set_defaults(func=cmd_throughput)
+
+    q = sub.add_parser("quality", help="museval SDR of the streaming path per K:L, and offline (quality vs latency)")
+    common(q)
+    q.add_argument("--musdb-root", type=Path, required=True, help="MUSDB18 / MUSDB18-HQ / DSD100 folder")
+    q.add_argument("--subset", choices=("train", "test"), default="test")
+    q.add_argument("--settings", default="1:0,2:0,4:0,2:2,4:4", help="K:L,... (default %(default)s)")
+    q.add_argument("--tracks", type=int, help="score only the first N tracks")
+    q.add_argument("--offline-model", help="model for the offline row (default: the shipped default model)")
+    q.set_defaults(func=cmd_quality)
     return p
 
 

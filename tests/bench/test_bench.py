@@ -1,8 +1,9 @@
 import json
 
+import numpy as np
 import pytest
 
-from vocex.bench import cli
+from vocex.bench import cli, throughput
 from tests.conftest import make_model
 
 pytest.importorskip("torch")
@@ -53,3 +54,166 @@ def test_latency_measured_on_jack_matches_reported(live_like_model, tmp_path):
                      "--settings", "48000:2:1", "--blocks", "256"]) == 0
     (row,) = json.loads(out.read_text())["measured"]
     assert row["within_one_block"], row
+
+
+# --- throughput ------------------------------------------------------------------------------
+
+RESULT_KEYS = {"system", "threads", "seconds", "x_realtime"}
+
+
+def _check_schema(report, systems, threads):
+    assert isinstance(report["clip_seconds"], float) and report["clip_seconds"] > 0
+    assert {(r["system"], r["threads"]) for r in report["results"]} == {(s, n) for s in systems for n in threads}
+    for r in report["results"]:
+        assert RESULT_KEYS <= set(r)
+        assert r["system"] in ("vocex", "openunmix", "htdemucs") and isinstance(r["threads"], int)
+        assert r["seconds"] > 0
+        assert r["x_realtime"] == pytest.approx(report["clip_seconds"] / r["seconds"], rel=1e-2, abs=1e-3)
+
+
+def test_throughput_without_peers_measures_vocex_and_says_what_it_skipped(tiny_model, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(throughput, "peer_missing", lambda system: f"python package for {system} not installed")
+    out = tmp_path / "tp.json"
+    assert cli.main(["throughput", "--model", str(tiny_model), "--seconds", "0.5", "--threads", "1,2",
+                     "--repeats", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    _check_schema(report, ["vocex"], [1, 2])
+    assert report["clip_seconds"] == pytest.approx(0.5)
+    assert set(report["skipped"]) == {"openunmix", "htdemucs"}
+    assert "not installed" in report["skipped"]["openunmix"]
+    assert report["ratios"] == {} and "acceptance" not in report
+    assert report["systems"]["vocex"]["model"] == str(tiny_model)
+    assert len(report["load_average"]["before"]) == 3 and report["load_average"]["cpus"] >= 1
+    text = capsys.readouterr().out
+    assert "skipped openunmix" in text and "skipped htdemucs" in text and "vocex" in text
+
+
+def test_throughput_bad_arguments(tmp_path):
+    assert cli.main(["throughput", "--systems", "vocex,spleeter"]) == 2
+    assert cli.main(["throughput", "--threads", "one"]) == 2
+    assert cli.main(["throughput", "--clip", str(tmp_path / "missing.wav")]) == 2
+    assert cli.main(["throughput", "--model", str(tmp_path / "none.json")]) == 3
+
+
+def test_throughput_reads_a_clip_file_as_44k_stereo(tmp_path):
+    import soundfile as sf
+
+    from tests.conftest import tone_mix
+
+    path = tmp_path / "mono.wav"
+    sf.write(str(path), tone_mix(22050, 22050, n_channels=1), 22050)
+    clip = throughput.load_clip(path, seconds=0.5)
+    assert clip.shape == (22050, 2) and clip.dtype == "float32"
+    assert (clip[:, 0] == clip[:, 1]).all() and abs(clip).max() > 0.1
+    a, b = throughput.synthetic_clip(0.25), throughput.synthetic_clip(0.25)
+    assert a.shape == (11025, 2) and (a == b).all() and not (a[:, 0] == a[:, 1]).all()
+
+
+def test_ratios_and_table():
+    results = [{"system": "vocex", "threads": 1, "seconds": 1.0, "x_realtime": 30.0},
+               {"system": "openunmix", "threads": 1, "seconds": 20.0, "x_realtime": 1.5},
+               {"system": "vocex", "threads": 2, "seconds": 0.5, "x_realtime": 60.0},
+               {"system": "htdemucs", "threads": 2, "seconds": 60.0, "x_realtime": 0.5}]
+    assert throughput.ratios(results) == {"vocex/openunmix": {"1": 20.0}, "vocex/htdemucs": {"2": 120.0}}
+    report = {"clip": "x", "clip_seconds": 30.0, "repeats": 1, "results": results, "skipped": {},
+              "ratios": throughput.ratios(results), "notes": [throughput.RANDOM_WEIGHTS_NOTE],
+              "acceptance": {"ratio": 20.0, "met": True}}
+    text = throughput.table(report)
+    assert "vocex/openunmix (medians): 20.0x with 1 thread" in text and "120.0x with 2 threads" in text
+    assert "random weights" in text and "met" in text
+
+
+def test_torchaudio_shim_only_when_torchaudio_does_not_import(monkeypatch):
+    import builtins
+    import sys
+
+    real_import = builtins.__import__
+
+    def no_torchaudio(name, *args, **kwargs):
+        if name == "torchaudio":
+            raise ImportError("undefined symbol: _ZN3c10 (built against another torch)")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "torchaudio", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_torchaudio)
+    note = throughput.install_torchaudio_shim()
+    monkeypatch.setattr(builtins, "__import__", real_import)
+    assert note and "stand-in" in note and "undefined symbol" in note
+    stub = sys.modules["torchaudio"]
+    with pytest.raises(AttributeError, match="stand-in"):
+        stub.transforms  # noqa: B018  a use on the separation path would fail loudly
+    assert throughput.install_torchaudio_shim() is None  # the stand-in imports now: nothing more to do
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(throughput.peer_missing("openunmix") is not None or throughput.peer_missing("htdemucs") is not None,
+                    reason="peers not installed (pip install -c constraints.txt '.[peers]')")
+def test_throughput_with_peers_writes_the_schema_and_ratios(tiny_model, tmp_path, capsys):
+    out = tmp_path / "tp.json"
+    assert cli.main(["throughput", "--model", str(tiny_model), "--seconds", "0.5", "--threads", "1",
+                     "--repeats", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    _check_schema(report, ["vocex", "openunmix", "htdemucs"], [1])
+    assert report["skipped"] == {}
+    assert all(len(r["times"]) == 1 and r["min_seconds"] == r["seconds"] for r in report["results"])
+    assert set(report["ratios"]) == set(report["ratios_of_fastest"]) == {"vocex/openunmix", "vocex/htdemucs"}
+    by = {r["system"]: r["x_realtime"] for r in report["results"]}
+    assert report["ratios"]["vocex/openunmix"]["1"] == pytest.approx(by["vocex"] / by["openunmix"], rel=2e-2)
+    assert report["acceptance"]["ratio"] == report["ratios"]["vocex/openunmix"]["1"]
+    assert set(report["random_weights"]) == {"openunmix", "htdemucs"}
+    assert any("random weights" in n for n in report["notes"])
+    assert report["systems"]["openunmix"]["niter"] == 1 and report["systems"]["openunmix"]["architecture"] == "umxl"
+    assert report["systems"]["htdemucs"]["kwargs"]["segment"] == "39/5"
+    assert "vocex/htdemucs" in capsys.readouterr().out
+
+
+# --- quality ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_musdb(tmp_path_factory):
+    from tests.train.conftest import make_musdb_hq
+
+    return make_musdb_hq(tmp_path_factory.mktemp("musdb"), rate=8000, seconds=3.0)
+
+
+def test_quality_curve_json_table_and_plot(tiny_model, tiny_musdb, tmp_path, capsys):
+    out = tmp_path / "q.json"
+    assert cli.main(["quality", "--musdb-root", str(tiny_musdb), "--model", str(tiny_model), "--offline-model",
+                     str(tiny_model), "--settings", "1:0,4:2", "--json", str(out), "--plot"]) == 0
+    report = json.loads(out.read_text())
+    assert report["n_tracks"] == 2 and report["subset"] == "test" and report["sample_rate"] == 8000
+    rows = {(r["K"], r["L"]): r for r in report["settings"]}
+    assert set(rows) == {(1, 0), (4, 2)}
+    # tiny model: n_fft 128, hop 32 at 8 kHz, no resampling: latency = n_fft - 1 + (K - 1 + L) * hop
+    assert rows[1, 0]["latency_samples"] == 127 and rows[4, 2]["latency_samples"] == 127 + 5 * 32
+    assert rows[4, 2]["latency_ms"] == pytest.approx(1000 * 287 / 8000, abs=0.01)
+    for r in [*report["settings"], report["offline"]]:
+        assert np.isfinite(r["vocals_SDR"]) and np.isfinite(r["accompaniment_SDR"])
+        assert len(r["tracks"]) == 2
+        assert r["vocals_SDR"] == r["median"]["vocals"]["SDR"]
+    assert rows[1, 0]["vocals_SDR"] != rows[4, 2]["vocals_SDR"]  # different settings, different estimates
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    text = capsys.readouterr().out
+    assert "K=4 L=2" in text and "offline" in text and "latency ms" in text
+
+
+def test_quality_scores_match_vocex_eval_streaming(tiny_model, tiny_musdb, tmp_path):
+    from vocex.train import evaluate
+
+    out, ref = tmp_path / "q.json", tmp_path / "eval.json"
+    assert cli.main(["quality", "--musdb-root", str(tiny_musdb), "--model", str(tiny_model), "--offline-model",
+                     str(tiny_model), "--settings", "2:1", "--tracks", "1", "--json", str(out)]) == 0
+    assert evaluate.main(["--musdb-root", str(tiny_musdb), "--json", str(ref), "--model", str(tiny_model),
+                          "--streaming", "--hop-batch", "2", "--lookahead", "1", "--tracks", "1",
+                          "--no-baselines", "--backend", "onnx"]) == 0
+    (row,) = json.loads(out.read_text())["settings"]
+    expected = json.loads(ref.read_text())["median"]
+    for target in ("vocals", "accompaniment"):
+        assert row["median"][target] == pytest.approx(expected[target], abs=1e-3)
+    assert json.loads(out.read_text())["n_tracks"] == 1
+
+
+def test_quality_bad_arguments(tiny_model, tiny_musdb, tmp_path):
+    assert cli.main(["quality", "--musdb-root", str(tiny_musdb), "--model", str(tiny_model), "--settings", "2-1"]) == 2
+    assert cli.main(["quality", "--musdb-root", str(tiny_musdb), "--model", str(tiny_model), "--settings", "60:10"]) == 2
+    assert cli.main(["quality", "--musdb-root", str(tmp_path / "nothing"), "--model", str(tiny_model)]) == 2
