@@ -19,6 +19,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
@@ -26,6 +27,36 @@ from numpy.typing import NDArray
 
 class JackUnavailable(RuntimeError):
     """jackd or the JACK Python client is not installed, or the server did not start."""
+
+
+def _jackd_running() -> bool:
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() in ("jackd", "jackdbus"):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def clear_stale_jack_shm(shm: Path = Path("/dev/shm")) -> list[str]:
+    """Remove what killed JACK servers left in shared memory, if no JACK server runs at all.
+
+    jackd registers itself in ``/dev/shm/jack-shm-registry`` (eight server slots); one that is
+    killed with SIGKILL (as the device tests do, to play a crashed audio server) never frees its
+    slot, and after eight of them every new server fails with "Too many servers already
+    active".  Only this user's files are removed, and only while no jackd process is alive."""
+    if _jackd_running() or not shm.is_dir():
+        return []
+    removed = []
+    for path in shm.iterdir():
+        if path.name.startswith(("jack-", "jack_")) and path.stat().st_uid == os.getuid():
+            if path.is_dir():  # jack_<server>_<uid>_0: a stale server's socket folder
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
 
 
 class JackServer:
@@ -49,6 +80,7 @@ class JackServer:
             import jack
         except (ImportError, OSError) as exc:
             raise JackUnavailable(f"JACK-Client not usable: {exc}") from None
+        clear_stale_jack_shm()
         cmd = [jackd, "-n", self.name, "-d", "dummy", "-r", str(self.sample_rate), "-p", str(self.period)]
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
