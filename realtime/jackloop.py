@@ -29,6 +29,9 @@ class JackUnavailable(RuntimeError):
     """jackd or the JACK Python client is not installed, or the server did not start."""
 
 
+_SHM_CHECKED = False  # clear_stale_jack_shm() has had its one chance in this process
+
+
 def _jackd_running() -> bool:
     for comm in Path("/proc").glob("[0-9]*/comm"):
         try:
@@ -80,7 +83,13 @@ class JackServer:
             import jack
         except (ImportError, OSError) as exc:
             raise JackUnavailable(f"JACK-Client not usable: {exc}") from None
-        clear_stale_jack_shm()
+        global _SHM_CHECKED
+        if not _SHM_CHECKED:
+            # once per process, before this process opens any JACK client: libjack keeps the
+            # registry it first attached, so removing it under a process that has used JACK
+            # would hide every later server from that process
+            _SHM_CHECKED = True
+            clear_stale_jack_shm()
         cmd = [jackd, "-n", self.name, "-d", "dummy", "-r", str(self.sample_rate), "-p", str(self.period)]
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
