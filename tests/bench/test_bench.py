@@ -68,7 +68,9 @@ def _check_schema(report, systems, threads):
         assert RESULT_KEYS <= set(r)
         assert r["system"] in ("vocex", "openunmix", "htdemucs") and isinstance(r["threads"], int)
         assert r["seconds"] > 0
-        assert r["x_realtime"] == pytest.approx(report["clip_seconds"] / r["seconds"], rel=1e-2, abs=1e-3)
+        # seconds is rounded to 0.1 ms in the JSON: allow for that on very short timings
+        assert r["x_realtime"] == pytest.approx(report["clip_seconds"] / r["seconds"],
+                                                rel=1e-2 + 0.6e-4 / r["seconds"], abs=1e-3)
 
 
 def test_throughput_without_peers_measures_vocex_and_says_what_it_skipped(tiny_model, tmp_path, monkeypatch, capsys):
