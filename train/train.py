@@ -23,6 +23,7 @@ import numpy as np
 
 from vocex.model.card import PRESETS, CardError, FrontEnd, ModelCard
 from vocex.model.dsp import default_window
+from vocex.model.cli import EXIT_INPUT, EXIT_MODEL, fail
 from vocex.train.data import Corpus, DataError, PatchSampler, add_musdb_like, add_shared
 
 
@@ -236,11 +237,6 @@ def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object]) -> Path:
     return final
 
 
-def _error(message: str, code: int) -> int:
-    print(f"vocex-train: error: {message}", file=sys.stderr)
-    return code
-
-
 def _check_init(path: Path) -> str | None:
     """Why ``--init`` cannot be used, or ``None``: it must be a plain state dict (``model.pt``)."""
     import torch
@@ -261,13 +257,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k not in ("musdb_root", "shared_root")})
     for name in ("steps", "batch_size", "checkpoint_every", "val_every"):
         if getattr(cfg, name) < 1:
-            return _error(f"--{name.replace('_', '-')} must be at least 1", 2)
+            return fail("vocex-train", f"--{name.replace('_', '-')} must be at least 1", EXIT_INPUT)
     if not cfg.lr > 0 or cfg.min_lr < 0 or (cfg.minutes is not None and not cfg.minutes > 0):
-        return _error("--lr and --minutes must be positive, --min-lr not negative", 2)
+        return fail("vocex-train", "--lr and --minutes must be positive, --min-lr not negative", EXIT_INPUT)
     if cfg.init is not None:
         problem = _check_init(cfg.init)
         if problem:
-            return _error(problem, 3)
+            return fail("vocex-train", problem, EXIT_MODEL)
     try:
         fe = cfg.front_end()
         ModelCard.from_front_end("check", fe, n_bins=cfg.n_bins, context_frames=cfg.context_frames)
