@@ -37,8 +37,9 @@ def read_audio(path: str | os.PathLike[str]) -> tuple[NDArray[np.float32], int]:
     if path.is_dir():
         raise AudioError(f"{path}: is a directory, expected an audio file")
     try:
-        truncated = _truncation(sf.info(str(path)).extra_info)
-        audio, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as f:  # one open: the header log, then the samples
+            truncated = _truncation(f.extra_info)
+            audio, sample_rate = f.read(dtype="float32", always_2d=True), f.samplerate
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         reason = str(exc).split(":")[-1].strip() or type(exc).__name__
         raise AudioError(f"{path}: not a readable audio file ({reason})") from None
