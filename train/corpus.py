@@ -15,6 +15,12 @@ reads it unchanged.  Sources (``--sources``, comma separated):
   as ``other`` instruments, the bass line as ``bass``; the soprano melody is dropped) and
   generated pop/rock songs (drum, bass and chord patterns at a random tempo and key).  The
   vocals over them are real voices from the shared folder, pitch/time shifted.
+- ``sung``: synthetic singing with exact ground truth over accompaniment rendered as for
+  ``rendered``: the tune (a chorale's soprano line, or a melody drawn over a pop song's
+  chords) is sung by ``espeak-ng`` (pseudo-word lyrics, one syllable per note, a random
+  language and voice) pitch-corrected and stretched to the notes with Praat's PSOLA
+  (``praat-parselmouth``), with scoops, vibrato and a little intonation error.  The vocals
+  are in the accompaniment's key and tempo; nothing is read from the shared folder.
 
 Every song gets augmentation: per-stem gains, pitch shift with time stretch (soxr resampling),
 a two-band EQ, a synthetic reverb and stereo placement.  Song ``i`` of source ``s`` depends
@@ -48,7 +54,7 @@ from vocex.model.audio import AudioError, load_audio
 PROG = "vocex-data"
 SAMPLE_RATE = 44100
 STEMS = ("vocals", "drums", "bass", "other")
-SOURCES = ("real", "rendered")
+SOURCES = ("real", "rendered", "sung")
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 EXIT_OK, EXIT_INPUT, EXIT_OUTPUT = 0, 2, 4
@@ -444,8 +450,14 @@ def drum_part(rng: np.random.Generator, n_bars: int, style: str | None = None) -
     return part
 
 
-def pop_song(rng: np.random.Generator, seconds: float) -> tuple[float, dict[str, list[Part]], dict[str, object]]:
-    """Generated pop/rock: ``(bpm, {stem: parts}, description)``."""
+Note = tuple[float, float, int]  # (start_beat, length_beats, midi pitch) of a sung tune
+
+
+def pop_song(rng: np.random.Generator, seconds: float, tune_rng: np.random.Generator | None = None
+             ) -> tuple[float, dict[str, list[Part]], dict[str, object], list[Note]]:
+    """Generated pop/rock: ``(bpm, {stem: parts}, description, tune)``.  With ``tune_rng`` the
+    tune is a vocal melody over the song's chords, drawn from ``tune_rng`` alone (so the
+    accompaniment does not depend on whether a tune is asked for); otherwise it is empty."""
     bpm = float(rng.uniform(72, 160))
     n_bars = int(np.ceil(seconds * bpm / 240)) + 1
     root = int(rng.integers(0, 12))
@@ -509,7 +521,37 @@ def pop_song(rng: np.random.Generator, seconds: float) -> tuple[float, dict[str,
         other.append(lead)
         desc["lead"] = lead.program
     drums = [drum_part(rng, n_bars)] if rng.random() < 0.9 else []
-    return bpm, {"drums": drums, "bass": [bass], "other": other}, desc
+    tune: list[Note] = []
+    if tune_rng is not None:
+        chords_at = [chord(progression[(bar // bars_per_chord) % len(progression)], 5) for bar in range(n_bars)]
+        tune = pop_tune(tune_rng, n_bars, root, scale, chords_at)
+    return bpm, {"drums": drums, "bass": [bass], "other": other}, desc, tune
+
+
+def pop_tune(rng: np.random.Generator, n_bars: int, root: int, scale: tuple[int, ...],
+             chords_at: list[list[int]]) -> list[Note]:
+    """A vocal melody: phrases of 2 or 4 bars with rests between them, a rhythm of eighths to
+    half notes, chord tones on the beats and scale steps between them (around MIDI 60-76)."""
+    ladder = [12 * octave + root + d for octave in range(4, 7) for d in scale]
+    tune: list[Note] = []
+    bar = int(rng.integers(0, 2))
+    while bar < n_bars:
+        length = int(rng.choice([2, 4]))
+        beat, end = bar * 4.0 + float(rng.choice([0.0, 0.5, 1.0])), min(bar + length, n_bars) * 4.0 - 0.5
+        start = 66 + int(rng.integers(-3, 4))
+        i = int(np.argmin([abs(p - start) for p in ladder]))
+        while beat < end:
+            dur = float(rng.choice([0.5, 0.5, 1.0, 1.0, 1.5, 2.0]))
+            tones = chords_at[min(int(beat // 4), n_bars - 1)]
+            if beat % 1 == 0 and rng.random() < 0.7:  # on the beat: the nearest chord tone
+                near = [j for j, p in enumerate(ladder) if p % 12 in {t % 12 for t in tones}]
+                i = min(near, key=lambda j: abs(j - i) + rng.random())
+            else:
+                i = int(np.clip(i + rng.choice([-2, -1, -1, 1, 1, 2]), 3, len(ladder) - 4))
+            tune.append((beat, min(dur, end - beat), ladder[i]))
+            beat += dur
+        bar += length + int(rng.choice([0, 1, 1, 2]))
+    return tune
 
 
 _CHORALES: list[Path] | None = None
@@ -528,10 +570,12 @@ def _chorale_paths() -> list[Path]:
     return _CHORALES
 
 
-def chorale_song(rng: np.random.Generator, seconds: float) -> tuple[float, dict[str, list[Part]], dict[str, object]]:
+def chorale_song(rng: np.random.Generator, seconds: float, tune_rng: np.random.Generator | None = None
+                 ) -> tuple[float, dict[str, list[Part]], dict[str, object], list[Note]]:
     """A Bach chorale from music21's corpus, looped to length: alto and tenor on ``other``
-    instruments, the bass line on a bass instrument, the soprano (the tune) dropped; half of
-    them get a generated drum part."""
+    instruments, the bass line on a bass instrument, half of them with a generated drum part.
+    The soprano (the tune) is not rendered: it is returned as the tune (``tune_rng`` only
+    says that it is wanted), for a singer."""
     from music21 import converter
 
     paths = _chorale_paths()
@@ -550,9 +594,12 @@ def chorale_song(rng: np.random.Generator, seconds: float) -> tuple[float, dict[
     programs = [int(rng.choice(CHORALE_PROGRAMS)) for _ in range(2)]
     parts = {"other": [Part(programs[0], 0), Part(programs[1], 1)], "bass": [Part(int(rng.choice(CHORALE_BASS_PROGRAMS)), 2)]}
     targets = [parts["other"][0], parts["other"][1], parts["bass"][0]]
+    def line(part: object) -> list[Note]:
+        return [(float(n.offset), float(n.quarterLength), n.pitch.midi) for n in part.stripTies().flatten().notes  # type: ignore[attr-defined]
+                if hasattr(n, "pitch") and n.quarterLength > 0]
+
     for target, part in zip(targets, score.parts[1:]):
-        notes = [(float(n.offset), float(n.quarterLength), n.pitch.midi) for n in part.stripTies().flatten().notes
-                 if hasattr(n, "pitch") and n.quarterLength > 0]
+        notes = line(part)
         shift = transpose - (12 if target is parts["bass"][0] and rng.random() < 0.5 else 0)
         for r in range(reps):
             target.notes += [(r * total + o, d * 0.95, p + shift, int(rng.integers(60, 95))) for o, d, p in notes]
@@ -560,7 +607,140 @@ def chorale_song(rng: np.random.Generator, seconds: float) -> tuple[float, dict[
     parts["drums"] = drums
     desc: dict[str, object] = {"kind": "chorale", "score": path.name, "bpm": round(bpm, 1), "transpose": transpose,
                                "programs": programs + [parts["bass"][0].program], "drums": bool(drums)}
-    return bpm, parts, desc
+    tune: list[Note] = []
+    if tune_rng is not None:
+        soprano = line(score.parts[0])
+        tune = [(r * total + o, d, p + transpose) for r in range(reps) for o, d, p in soprano]
+    return bpm, parts, desc, tune
+
+
+# --------------------------------------------------------------------------- synthetic singing
+
+ESPEAK_LANGUAGES = ("en-us", "en", "es", "it", "de", "pt")
+FEMALE_VARIANTS = ("f1", "f2", "f3", "f4", "f5")
+MALE_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7")
+CONSONANTS = ("b", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "y", "sh", "ch", "")
+VOWELS = ("a", "e", "i", "o", "u", "ay", "ee", "oh", "oo", "ai")
+
+
+@dataclass(frozen=True)
+class Singer:
+    """An espeak-ng voice and how it sings: words per minute before stretching, Praat formant
+    shift, vibrato, and the MIDI pitch its tunes are moved to by octaves."""
+
+    voice: str
+    words_per_minute: int
+    formant_shift: float
+    vibrato_hz: float
+    vibrato_semitones: float
+    centre: int
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> Singer:
+        female = bool(rng.random() < 0.5)
+        variant = str(rng.choice(FEMALE_VARIANTS if female else MALE_VARIANTS))
+        return cls(voice=f"{rng.choice(ESPEAK_LANGUAGES)}+{variant}", words_per_minute=int(rng.integers(110, 170)),
+                   formant_shift=round(float(rng.uniform(0.9, 1.12)), 3), vibrato_hz=round(float(rng.uniform(4.5, 6.5)), 2),
+                   vibrato_semitones=round(float(rng.uniform(0.1, 0.6)), 2), centre=int(rng.integers(64, 71) if female else rng.integers(52, 59)))
+
+    def describe(self) -> str:
+        return (f"espeak-ng {self.voice} {self.words_per_minute} wpm, formants x{self.formant_shift}, "
+                f"vibrato {self.vibrato_hz} Hz +-{self.vibrato_semitones} st, around MIDI {self.centre}")
+
+
+def lyrics(rng: np.random.Generator, n_syllables: int) -> str:
+    """Pseudo-words of consonant-vowel syllables, ``n_syllables`` in all."""
+    words: list[str] = []
+    while n_syllables > 0:
+        k = min(n_syllables, int(rng.integers(1, 4)))
+        words.append("".join(str(rng.choice(CONSONANTS)) + str(rng.choice(VOWELS)) for _ in range(k)))
+        n_syllables -= k
+    return " ".join(words)
+
+
+def phrases(tune: list[Note], bpm: float, max_seconds: float = 8.0) -> list[list[Note]]:
+    """Split a tune into breaths: at rests of half a beat or more, and before a phrase would
+    pass ``max_seconds``; each phrase's last note leaves up to half a beat for the breath."""
+    out: list[list[Note]] = []
+    current: list[Note] = []
+    for note in sorted(tune):
+        if current:
+            gap = note[0] - (current[-1][0] + current[-1][1])
+            if gap >= 0.5 or (note[0] + note[1] - current[0][0]) * 60 / bpm > max_seconds:
+                out.append(current)
+                current = []
+        current.append(note)
+    if current:
+        out.append(current)
+    return [p[:-1] + [(p[-1][0], max(p[-1][1] - 0.5, p[-1][1] / 2), p[-1][2])] for p in out]
+
+
+def sing_phrase(notes: list[Note], bpm: float, singer: Singer, rng: np.random.Generator, workdir: Path,
+                transpose: int = 0) -> Mono:
+    """One phrase: espeak-ng speaks a syllable per note, Praat (parselmouth, PSOLA) stretches
+    it to the phrase's length and replaces its pitch with the notes (scoops, vibrato and a
+    little intonation error); ``(n,)`` float32 at 44.1 kHz, ``n`` the phrase's length."""
+    import parselmouth
+    from parselmouth.praat import call, run
+
+    # Praat's PSOLA draws random numbers (unvoiced stretches): seed it, so songs rebuild exactly
+    run(f"random_initializeWithSeedUnsafelyButPredictably ({int(rng.integers(2**31))})")
+    beat = 60.0 / bpm
+    start = notes[0][0]
+    seconds = (notes[-1][0] + notes[-1][1] - start) * beat
+    wav = workdir / "phrase.wav"
+    cmd = ["espeak-ng", "-v", singer.voice, "-s", str(singer.words_per_minute), "-w", str(wav),
+           lyrics(rng, len(notes))]
+    result = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if result.returncode != 0 or not wav.exists():
+        raise CorpusError(f"espeak-ng failed: {(result.stderr.strip().splitlines() or ['no output'])[-1]}")
+    speech = parselmouth.Sound(str(wav))
+    if abs(singer.formant_shift - 1) > 1e-3:
+        speech = call(speech, "Change gender", 75, 600, singer.formant_shift, 0, 1, 1)
+    stretch = float(np.clip(seconds / speech.duration, 0.5, 6.0))
+    manipulation = call(speech, "To Manipulation", 0.01, 75, 600)
+    durations = call("Create DurationTier", "stretch", speech.xmin, speech.xmax)
+    call(durations, "Add point", speech.xmin, stretch)
+    call([manipulation, durations], "Replace duration tier")
+    pitch = call("Create PitchTier", "tune", speech.xmin, speech.xmax)
+    for onset, length, midi in notes:
+        a, b = (onset - start) * beat, (onset - start + length) * beat
+        hz = 440.0 * 2 ** ((midi + transpose + rng.normal(0, 0.08) - 69) / 12)
+        scoop = rng.uniform(-1.0, 0.0) if rng.random() < 0.3 else 0.0  # semitones, sung up into the note
+        for t in np.arange(a, b, 0.01):
+            into = t - a
+            cents = 100 * scoop * max(0.0, 1 - into / 0.08)
+            cents += 100 * singer.vibrato_semitones * np.sin(2 * np.pi * singer.vibrato_hz * into) * min(1.0, max(0.0, into - 0.15) / 0.3)
+            call(pitch, "Add point", t / stretch + speech.xmin, hz * 2 ** (cents / 1200))
+    call([manipulation, pitch], "Replace pitch tier")
+    sung = call(manipulation, "Get resynthesis (overlap-add)")
+    audio = soxr.resample(sung.values[0], sung.sampling_frequency, SAMPLE_RATE).astype(np.float32)
+    n = int(round(seconds * SAMPLE_RATE))
+    out = np.zeros(n, dtype=np.float32)
+    out[: min(n, len(audio))] = audio[:n]
+    return out
+
+
+def sung_line(tune: list[Note], bpm: float, n: int, rng: np.random.Generator, workdir: Path) -> tuple[Stereo, list[str]]:
+    """Synthetic singing of ``tune`` by one drawn :class:`Singer` (``n`` samples, 15 % of the
+    phrases left out for instrumental gaps), levelled per phrase, placed near the centre, EQ'd
+    and reverberated like the real vocal lines: ``((n, 2) float32, [singer description])``."""
+    singer = Singer.draw(rng)
+    beat = 60.0 / bpm
+    pitches = [p for _, _, p in tune]
+    transpose = 12 * int(round((singer.centre - float(np.median(pitches))) / 12)) if pitches else 0
+    out = np.zeros(n, dtype=np.float32)
+    for phrase in phrases(tune, bpm):
+        pos = int(round(phrase[0][0] * beat * SAMPLE_RATE))
+        if pos >= n or rng.random() < 0.15:
+            continue
+        segment = sing_phrase(phrase, bpm, singer, rng, workdir, transpose)[: n - pos]
+        if _rms(segment) > 1e-4:
+            segment = segment * (0.1 / _rms(segment)) * _db(rng, -3, 3)
+            out[pos : pos + len(segment)] += _fade(segment, int(0.01 * SAMPLE_RATE))
+    stereo = place(out, rng, 0.25)
+    stereo = eq(stereo, rng, 4.0)
+    return reverb(stereo, rng, 0.3), [singer.describe()]
 
 
 # --------------------------------------------------------------------------- songs
@@ -589,31 +769,44 @@ def make_song(source: str, index: int, cfg: CorpusConfig, pools: Pools, workdir:
     """One song: ``({stem: (n, 2) int16}, manifest entry)``; depends only on ``(seed, source, index)``."""
     rng = np.random.default_rng([cfg.seed, SOURCES.index(source), index])
     n = int(round(cfg.seconds * SAMPLE_RATE))
-    vocals, vocal_names = vocal_line(pools, n, rng)
-    entry: dict[str, object] = {"source": source, "vocals": vocal_names}
     if source == "real":
+        vocals, vocal_names = vocal_line(pools, n, rng)
         accompaniment, names = real_accompaniment(pools, n, rng)
-        entry["accompaniment"] = names
-    else:
-        make: Callable[..., tuple[float, dict[str, list[Part]], dict[str, object]]]
-        make = chorale_song if rng.random() < cfg.chorale_fraction else pop_song
-        bpm, parts, desc = make(rng, cfg.seconds)
-        entry["accompaniment"] = desc
-        accompaniment = {}
-        for stem in STEMS[1:]:
-            audio = render(parts.get(stem, []), bpm, n, cfg.soundfont, workdir, stem)
-            if np.abs(audio).max() > 0:
-                audio = eq(audio, rng) * _db(rng, -4, 4) * (2.0 if stem == "drums" else 1.0)  # GM kits are quiet
-                if stem == "other" and rng.random() < 0.5:
-                    audio = reverb(audio, rng, 0.3)
-            accompaniment[stem] = audio
-    return _mixdown(vocals, accompaniment, rng), entry
+        entry: dict[str, object] = {"source": source, "vocals": vocal_names, "accompaniment": names}
+        return _mixdown(vocals, accompaniment, rng), entry
+    tune_rng = np.random.default_rng([cfg.seed, SOURCES.index(source), index, 1]) if source == "sung" else None
+    if tune_rng is None:
+        vocals, vocal_names = vocal_line(pools, n, rng)
+    make: Callable[..., tuple[float, dict[str, list[Part]], dict[str, object], list[Note]]]
+    make = chorale_song if rng.random() < cfg.chorale_fraction else pop_song
+    bpm, parts, desc, tune = make(rng, cfg.seconds, tune_rng)
+    accompaniment = {}
+    for stem in STEMS[1:]:
+        audio = render(parts.get(stem, []), bpm, n, cfg.soundfont, workdir, stem)
+        if np.abs(audio).max() > 0:
+            audio = eq(audio, rng) * _db(rng, -4, 4) * (2.0 if stem == "drums" else 1.0)  # GM kits are quiet
+            if stem == "other" and rng.random() < 0.5:
+                audio = reverb(audio, rng, 0.3)
+        accompaniment[stem] = audio
+    if tune_rng is not None:
+        vocals, vocal_names = sung_line(tune, bpm, n, tune_rng, workdir)
+    return _mixdown(vocals, accompaniment, rng), {"source": source, "vocals": vocal_names, "accompaniment": desc}
 
 
 def check_tools(cfg: CorpusConfig) -> dict[str, str]:
     """Fail early, in one line, when a system package a source needs is missing."""
     tools: dict[str, str] = {}
-    if "rendered" in cfg.sources:
+    if "sung" in cfg.sources:
+        if shutil.which("espeak-ng") is None:
+            raise CorpusError("espeak-ng not found: apt-get install espeak-ng")
+        try:
+            import parselmouth
+        except ImportError:
+            raise CorpusError("parselmouth not installed: pip install 'vocex[data]'") from None
+        version = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout.strip()
+        tools["espeak-ng"] = version.split(" Data at")[0]
+        tools["praat-parselmouth"] = str(parselmouth.VERSION)
+    if "rendered" in cfg.sources or "sung" in cfg.sources:
         if shutil.which("fluidsynth") is None:
             raise CorpusError("fluidsynth not found: apt-get install fluidsynth fluid-soundfont-gm")
         if not Path(cfg.soundfont).is_file():
@@ -657,7 +850,9 @@ def build(cfg: CorpusConfig, progress: bool = True) -> dict[str, object]:
     check_out(cfg)
     tools = check_tools(cfg)
     started = time.monotonic()
-    pools = load_pools(cfg.shared_root, need_accompaniment="real" in cfg.sources)
+    # synthetic singing over rendered stems needs nothing from the shared folder
+    needs_shared = any(s in cfg.sources for s in ("real", "rendered"))
+    pools = load_pools(cfg.shared_root, need_accompaniment="real" in cfg.sources) if needs_shared else Pools()
     train = Path(cfg.out) / "train"
     try:
         train.mkdir(parents=True, exist_ok=True)

@@ -51,6 +51,7 @@ class TrainConfig:
     random_mix: bool = True
     newest_weight: float = 0.0
     newest_columns: int = 0
+    random_context: float = 0.0
     init: Path | None = None
 
     def front_end(self) -> FrontEnd:
@@ -59,6 +60,18 @@ class TrainConfig:
         hop = self.hop or base.hop
         window = base.window if (n_fft, hop) == (base.n_fft, base.hop) else default_window(n_fft, hop)
         return FrontEnd(self.sample_rate or base.sample_rate, n_fft, hop, window)
+
+
+def shorten_context(mix: np.ndarray, voc: np.ndarray, share: float, keep: int,
+                    rng: np.random.Generator) -> None:
+    """Zero the oldest columns of a random ``share`` of the patches ``(batch, 1, bins, frames)``
+    in place, keeping at least the newest ``keep``: what the live window holds while a stream
+    fills up from silence."""
+    frames = mix.shape[-1]
+    for i in np.flatnonzero(rng.random(mix.shape[0]) < share):
+        cut = int(rng.integers(1, frames - keep + 1))
+        mix[i, ..., :cut] = 0.0
+        voc[i, ..., :cut] = 0.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--newest-weight", type=float, default=0.0,
                    help="extra loss weight on the newest --newest-columns frames (live models)")
     p.add_argument("--newest-columns", type=int, default=0)
+    p.add_argument("--random-context", type=float, default=TrainConfig.random_context,
+                   help="share of patches whose oldest columns are zeroed at random (live models: the "
+                        "window a stream has while it fills, so the right edge is learnt with any context)")
     p.add_argument("--init", type=Path, help="start from these weights (a model.pt of the same shape)")
     return p
 
@@ -189,6 +205,9 @@ def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object]) -> Path:
             for group in opt.param_groups:
                 group["lr"] = _cosine_lr(cfg, step)
             mix, voc = sampler.batch(cfg.batch_size)
+            if cfg.random_context > 0:
+                shorten_context(mix, voc, cfg.random_context, max(cfg.newest_columns, 1),
+                                np.random.default_rng([cfg.seed, rank, step]))
             m, v = torch.from_numpy(mix).to(device), torch.from_numpy(voc).to(device)
             loss = l1_loss(net(m), m, v, weights)
             opt.zero_grad(set_to_none=True)
@@ -221,7 +240,8 @@ def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object]) -> Path:
                 "steps": step, "batch_size": cfg.batch_size, "processes": world,
                 "optimizer": f"Adam lr {cfg.lr} cosine to {cfg.min_lr}",
                 "loss": "L1(mask * mixture, vocals)"
-                + (f", newest {cfg.newest_columns} columns weighted +{cfg.newest_weight}" if weights is not None else ""),
+                + (f", newest {cfg.newest_columns} columns weighted +{cfg.newest_weight}" if weights is not None else "")
+                + (f", oldest columns zeroed in {cfg.random_context:.0%} of patches" if cfg.random_context > 0 else ""),
                 "random_mix": cfg.random_mix, "seed": cfg.seed,
                 "init": str(cfg.init) if cfg.init else None,
                 "validation_l1": round(val, 5),

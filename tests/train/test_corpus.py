@@ -9,7 +9,7 @@ import soundfile as sf
 
 from tests.train.conftest import make_musdb_hq
 from vocex.train import corpus as corpus_mod
-from vocex.train.corpus import SOUNDFONT, STEMS, CorpusConfig, build, main, pitch_time, place
+from vocex.train.corpus import SOUNDFONT, STEMS, CorpusConfig, Singer, build, main, pitch_time, place, sing_phrase
 from vocex.train.data import Corpus, add_musdb_like, iter_tracks
 
 HAS_RENDER = (
@@ -19,6 +19,10 @@ HAS_RENDER = (
 )
 needs_render = pytest.mark.skipif(
     not HAS_RENDER, reason="rendered source needs fluidsynth + fluid-soundfont-gm (apt) and music21, mido (vocex[data])"
+)
+HAS_SING = shutil.which("espeak-ng") is not None and importlib.util.find_spec("parselmouth") is not None
+needs_sing = pytest.mark.skipif(
+    not HAS_SING, reason="sung source needs espeak-ng (apt) and praat-parselmouth (vocex[data])"
 )
 
 
@@ -135,6 +139,46 @@ def test_rendered_corpus(shared, tmp_path):
         np.testing.assert_array_equal(a[s], b[s])
 
 
+@needs_sing
+def test_sung_phrase_follows_the_notes(tmp_path):
+    import parselmouth
+
+    notes = [(0.0, 1.0, 60), (1.0, 1.0, 64), (2.0, 1.0, 67), (3.0, 2.0, 72)]  # C4 E4 G4 C5 at 120 bpm
+    singer = Singer("en-us+f3", 140, 1.0, 5.5, 0.2, 66)
+    audio = sing_phrase(notes, 120.0, singer, np.random.default_rng(0), tmp_path)
+    assert audio.shape == (int(2.5 * 44100),) and audio.dtype == np.float32 and np.isfinite(audio).all()
+    pitch = parselmouth.Sound(audio.astype(np.float64), 44100).to_pitch(time_step=0.01, pitch_floor=100, pitch_ceiling=800)
+    f0, times = pitch.selected_array["frequency"], pitch.xs()
+    for onset, length, midi in notes:
+        a, b = onset * 0.5 + 0.1, (onset + length) * 0.5 - 0.05  # the note's steady part, seconds
+        voiced = f0[(times > a) & (times < b) & (f0 > 0)]
+        assert voiced.size >= 3, f"note {midi}: no voiced frames"
+        sung = 69 + 12 * np.log2(np.median(voiced) / 440)
+        assert abs(sung - midi) < 0.5, f"note {midi} sung at {sung:.2f}"
+
+
+@needs_sing
+@needs_render
+def test_sung_corpus_needs_no_shared_material(tmp_path):
+    def one(name: str, chorales: float) -> tuple[Path, dict]:
+        cfg = CorpusConfig(out=tmp_path / name, shared_root=tmp_path / "no-shared-folder", sources=("sung",),
+                           songs=1, seconds=3.0, seed=7, chorale_fraction=chorales)
+        return cfg.out, build(cfg, progress=False)
+
+    pop, pop_manifest = one("pop", 0.0)
+    chorale, chorale_manifest = one("chorale", 1.0)
+    again, _ = one("pop-again", 0.0)
+    for out, manifest in ((pop, pop_manifest), (chorale, chorale_manifest)):
+        _check_layout(out, ["sung-000"])
+        assert manifest["songs"][0]["vocals"][0].startswith("espeak-ng ")
+        assert "espeak-ng" in manifest["tools"] and "praat-parselmouth" in manifest["tools"]
+    assert pop_manifest["songs"][0]["accompaniment"]["kind"] == "pop"
+    assert chorale_manifest["songs"][0]["accompaniment"]["kind"] == "chorale"
+    a, b = _read(pop / "train" / "sung-000"), _read(again / "train" / "sung-000")
+    for s in a:
+        np.testing.assert_array_equal(a[s], b[s])
+
+
 def test_augmentation_shapes():
     rng = np.random.default_rng(0)
     x = _tone(44100, 1.0, 200, 0)
@@ -155,7 +199,7 @@ def _one_line_error(capsys, argv: list[str], code: int, needle: str) -> None:
 def test_bad_input_is_one_clear_line(shared, tmp_path, capsys, monkeypatch):
     out = str(tmp_path / "c")
     _one_line_error(capsys, ["--out", out, "--shared-root", str(tmp_path / "missing"), "--sources", "real"], 2, "not a directory")
-    _one_line_error(capsys, ["--out", out, "--shared-root", str(shared), "--sources", "real,sung"], 2, "unknown source 'sung'")
+    _one_line_error(capsys, ["--out", out, "--shared-root", str(shared), "--sources", "real,humming"], 2, "unknown source 'humming'")
     _one_line_error(capsys, ["--out", out, "--shared-root", str(shared), "--songs", "0"], 2, "--songs")
     # evaluation material: neither read from nor written to
     _one_line_error(capsys, ["--out", out, "--shared-root", str(shared / "musdb18hq-mini" / "test"), "--sources", "real"],
@@ -167,6 +211,8 @@ def test_bad_input_is_one_clear_line(shared, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(corpus_mod.shutil, "which", lambda name: None)
     _one_line_error(capsys, ["--out", out, "--shared-root", str(shared), "--sources", "rendered"], 2,
                     "fluidsynth not found: apt-get install fluidsynth fluid-soundfont-gm")
+    _one_line_error(capsys, ["--out", out, "--shared-root", str(shared), "--sources", "sung"], 2,
+                    "espeak-ng not found: apt-get install espeak-ng")
     monkeypatch.undo()
     # an existing corpus is not overwritten without --force
     args = ["--out", out, "--shared-root", str(shared), "--sources", "real", "--songs", "1", "--seconds", "2", "--quiet"]

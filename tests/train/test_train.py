@@ -50,3 +50,31 @@ def test_ddp_two_processes_gloo(musdb_hq, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     card = json.loads((out / "model.json").read_text())
     assert card["training"]["processes"] == 2 and card["training"]["steps"] == 3
+
+
+def test_random_context_zeroes_only_the_oldest_columns(musdb_hq, tmp_path):
+    import numpy as np
+
+    from vocex.train.train import shorten_context
+
+    rng = np.random.default_rng(0)
+    mix = rng.random((64, 1, 8, 32)).astype(np.float32) + 0.1
+    voc = mix * 0.5
+    before = mix.copy()
+    shorten_context(mix, voc, 0.5, 4, np.random.default_rng(1))
+    cut = [int(np.argmax(mix[i, 0, 0] != 0)) for i in range(64)]  # first kept column
+    assert 16 <= sum(c > 0 for c in cut) <= 48  # about half the patches were shortened
+    for i, c in enumerate(cut):
+        assert c <= 32 - 4  # the newest 4 columns always stay
+        assert (mix[i, ..., :c] == 0).all() and (voc[i, ..., :c] == 0).all()
+        np.testing.assert_array_equal(mix[i, ..., c:], before[i, ..., c:])
+        np.testing.assert_array_equal(voc[i, ..., c:], before[i, ..., c:] * 0.5)
+    untouched = mix.copy()
+    shorten_context(mix, voc, 0.0, 4, np.random.default_rng(2))
+    np.testing.assert_array_equal(mix, untouched)
+
+    out = tmp_path / "run"
+    assert main(["--out", str(out), "--musdb-root", str(musdb_hq), "--steps", "2", "--random-context", "0.5",
+                 "--newest-columns", "4", "--newest-weight", "2", *TINY_ARGS]) == 0
+    loss = json.loads((out / "model.json").read_text())["training"]["loss"]
+    assert "newest 4 columns weighted +2.0" in loss and "oldest columns zeroed in 50% of patches" in loss
