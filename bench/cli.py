@@ -121,8 +121,9 @@ def cmd_soak(args: argparse.Namespace) -> int:
         return fail(PROG, exc, EXIT_INPUT)
     if song.shape[1] == 1:
         song = song.repeat(2, axis=1)
+    control = soak.control(song[:, :2], args.control_minutes, args.samplerate, args.blocksize) if args.control_minutes > 0 else None
     report = soak.run(song[:, :2], args.minutes, args.model, args.samplerate, args.blocksize)
-    report.update({"song": str(args.song), "machine": _machine()})
+    report.update({"song": str(args.song), "machine": _machine(), "control": control})
     print(soak.table(report))
     _write(args.json, report)
     if args.plot and args.json:
@@ -236,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--song", type=Path, required=True, help="audio file to loop")
     s.add_argument("--samplerate", type=int, default=48000)
     s.add_argument("--blocksize", type=int, default=256)
+    s.add_argument("--control-minutes", type=float, default=0.0,
+                   help="first run the server and player this long without vocex-live: the xruns the machine alone causes")
     s.set_defaults(func=cmd_soak)
 
     t = sub.add_parser("throughput", help="offline separation speed (x real time) vs Open-Unmix and HT-Demucs")

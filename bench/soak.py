@@ -38,8 +38,13 @@ class LoopPlayer:
         self.client = jack.Client("vocex-looper", servername=server, no_start_server=True)
         self.ports = [self.client.outports.register(f"out_{c + 1}") for c in range(signal.shape[1])]
         self.pos = 0
+        self.xruns = 0  # every xrun the server reports to its clients, whoever caused it
         self.client.set_process_callback(self._process)
+        self.client.set_xrun_callback(self._xrun)
         self.targets = targets
+
+    def _xrun(self, delay_usecs: float) -> None:
+        self.xruns += 1
 
     def _process(self, frames: int) -> None:
         # no allocation here: this runs in JACK's real-time thread, holding the GIL
@@ -78,7 +83,7 @@ def run(song: np.ndarray, minutes: float, model: str | None, rate: int = 48000, 
         samples: list[tuple[float, float]] = []
         try:
             ins = wait_for_ports(server.name, "PortAudio:in", 2, proc=proc)
-            with LoopPlayer(server.name, song, ins):
+            with LoopPlayer(server.name, song, ins) as player:
                 started = time.monotonic()
                 while proc.poll() is None and time.monotonic() - started < seconds - 1:
                     try:
@@ -87,6 +92,7 @@ def run(song: np.ndarray, minutes: float, model: str | None, rate: int = 48000, 
                         break
                     time.sleep(sample_every)
                 proc.wait(timeout=seconds + 60)
+                server_xruns = player.xruns
         finally:
             _, err = proc.communicate(timeout=120)
         if proc.returncode != 0:
@@ -98,6 +104,7 @@ def run(song: np.ndarray, minutes: float, model: str | None, rate: int = 48000, 
     slope = float(np.polyfit(t[steady] / 60, m[steady], 1)[0]) if steady.sum() >= 3 else float("nan")
     return {"minutes": minutes, "sample_rate": rate, "block": block, "stats": stats,
             "xruns": stats["xruns"], "late_blocks": stats["late_blocks"], "load": stats["load"],
+            "server_xruns": server_xruns,
             "inference_ms": stats["inference_ms"],
             "rss_mib": {"first": round(float(m[0]), 2) if m.size else None,
                         "after_warmup": round(float(m[steady][0]), 2) if steady.any() else None,
@@ -108,9 +115,22 @@ def run(song: np.ndarray, minutes: float, model: str | None, rate: int = 48000, 
             "rss_samples": [[round(a, 1), round(b, 2)] for a, b in samples]}
 
 
+def control(song: np.ndarray, minutes: float, rate: int = 48000, block: int = 256) -> dict[str, Any]:
+    """The same JACK dummy server and looping player for ``minutes`` without vocex-live: the
+    xruns that the machine alone gives the server (scheduling stalls, not vocex)."""
+    with JackServer(f"vocex-control-{time.time_ns()}", rate, block) as server:
+        with LoopPlayer(server.name, song, []) as player:
+            time.sleep(minutes * 60)
+            xruns = player.xruns
+    return {"minutes": minutes, "sample_rate": rate, "block": block, "server_xruns": xruns}
+
+
 def table(report: dict[str, Any]) -> str:
     r = report["rss_mib"]
+    ctl = report.get("control")
+    ctl_line = (f"\ncontrol, the server and player alone for {ctl['minutes']} min: {ctl['server_xruns']} server xruns"
+                if ctl else "")
     return (f"soak {report['minutes']} min @ {report['sample_rate']} Hz, block {report['block']}: "
             f"xruns {report['xruns']}, late blocks {report['late_blocks']}, load {report['load']:.2f} "
             f"(p99 {report['inference_ms']['p99']:.2f} ms), RSS {r['after_warmup']} -> {r['last']} MiB "
-            f"({r['growth_mib_per_min']:+.3f} MiB/min)")
+            f"({r['growth_mib_per_min']:+.3f} MiB/min); server xruns {report.get('server_xruns')}" + ctl_line)

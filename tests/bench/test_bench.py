@@ -56,6 +56,27 @@ def test_latency_measured_on_jack_matches_reported(live_like_model, tmp_path):
     assert row["within_one_block"], row
 
 
+@pytest.mark.jack
+@pytest.mark.slow
+def test_soak_with_control_run(live_like_model, tmp_path):
+    """A short soak: the control run (server and player alone) and the vocex-live run both
+    report, memory is sampled, and the song went through vocex."""
+    if cli._jack_missing():
+        pytest.fail(f"device benchmark needs JACK: {cli._jack_missing()}")
+    import soundfile as sf
+
+    song = tmp_path / "song.wav"
+    t = np.arange(48000 * 3) / 48000
+    sf.write(str(song), np.stack([0.3 * np.sin(2 * np.pi * 220 * t)] * 2, axis=1), 48000)
+    out = tmp_path / "soak.json"
+    assert cli.main(["soak", "--model", str(live_like_model), "--song", str(song), "--minutes", "0.3",
+                     "--control-minutes", "0.1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["control"]["minutes"] == 0.1 and report["control"]["server_xruns"] >= 0
+    assert report["stats"]["blocks"] > 0.9 * 18 * 48000 / 256  # 18 s of 256-sample blocks went through
+    assert report["server_xruns"] >= 0 and len(report["rss_samples"]) >= 3
+
+
 # --- throughput ------------------------------------------------------------------------------
 
 RESULT_KEYS = {"system", "threads", "seconds", "x_realtime"}
