@@ -300,9 +300,14 @@ def vocal_line(pools: Pools, n: int, rng: np.random.Generator) -> tuple[Stereo, 
             out[pos : pos + len(segment)] += _fade(segment, int(0.02 * SAMPLE_RATE))
             used.append(name)
         pos += len(segment) + int(rng.uniform(0.3, 3.0) * SAMPLE_RATE)
-    stereo = place(out, rng, 0.25)
+    return vocal_bus(out, rng, 0.25), used
+
+
+def vocal_bus(mono: Mono, rng: np.random.Generator, max_wet: float) -> Stereo:
+    """What every lead vocal goes through: near-centre placement, a gentle EQ, a room."""
+    stereo = place(mono, rng, 0.25)
     stereo = eq(stereo, rng, 4.0)
-    return reverb(stereo, rng, 0.25), used
+    return reverb(stereo, rng, max_wet)
 
 
 def real_accompaniment(pools: Pools, n: int, rng: np.random.Generator) -> tuple[dict[str, Stereo], list[str]]:
@@ -738,9 +743,7 @@ def sung_line(tune: list[Note], bpm: float, n: int, rng: np.random.Generator, wo
         if _rms(segment) > 1e-4:
             segment = segment * (0.1 / _rms(segment)) * _db(rng, -3, 3)
             out[pos : pos + len(segment)] += _fade(segment, int(0.01 * SAMPLE_RATE))
-    stereo = place(out, rng, 0.25)
-    stereo = eq(stereo, rng, 4.0)
-    return reverb(stereo, rng, 0.3), [singer.describe()]
+    return vocal_bus(out, rng, 0.3), [singer.describe()]
 
 
 # --------------------------------------------------------------------------- songs
