@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from vocex.model.backends import ModelFiles, load_backend
-from vocex.model.separate import Separator
+from vocex.model.separate import DEFAULT_SHIFTS, Separator
 from vocex.realtime.stream import StreamingSeparator, StreamingSettings, separate_streaming
 from vocex.train.data import DataError, iter_tracks
 from vocex.train.evaluate import evaluate
@@ -71,8 +71,8 @@ def run(root: Path, subset: str, streaming_files: ModelFiles, offline_files: Mod
         rows.append({"K": k, "L": lookahead, "latency_samples": latency,
                      "latency_ms": round(1000 * latency / rate, 2), **_summary(scored)})
     offline_backend = load_backend(offline_files, "onnx", "cpu")
-    separator = Separator(offline_backend)
-    print("offline", flush=True)
+    separator = Separator(offline_backend, shifts=DEFAULT_SHIFTS)
+    print(f"offline (shifts {DEFAULT_SHIFTS})", flush=True)
 
     def estimate_offline(track):
         sep = separator.separate(track.mixture, track.sample_rate)
@@ -85,7 +85,7 @@ def run(root: Path, subset: str, streaming_files: ModelFiles, offline_files: Mod
             "offline_model": str(offline_files.card_path), "offline_model_name": offline_files.card.name,
             "latency": "the streaming separator's latency_samples at the tracks' sample rate "
                        "(STFT window, K, L and both resamplers)",
-            "settings": rows, "offline": _summary(offline)}
+            "settings": rows, "offline": _summary(offline), "offline_shifts": DEFAULT_SHIFTS}
 
 
 def table(report: dict[str, Any]) -> str:

@@ -139,10 +139,10 @@ def make_separator(system: str, threads: int, model: str | None = None):
     ``(vocals, accompaniment)``; ``info`` describes the system (version, configuration)."""
     if system == "vocex":
         from vocex.model.backends import default_model_path, load_backend, resolve_model
-        from vocex.model.separate import Separator
+        from vocex.model.separate import DEFAULT_SHIFTS, Separator
 
         files = resolve_model(model or default_model_path())
-        separator = Separator(load_backend(files, "onnx", "cpu", threads))
+        separator = Separator(load_backend(files, "onnx", "cpu", threads), shifts=DEFAULT_SHIFTS)
 
         def separate(audio):
             sep = separator.separate(audio, SAMPLE_RATE)
@@ -151,7 +151,8 @@ def make_separator(system: str, threads: int, model: str | None = None):
         card = files.card
         return separate, {"model": str(files.card_path), "model_name": card.name, "backend": "onnx",
                           "sample_rate": card.sample_rate, "n_fft": card.n_fft, "hop": card.hop,
-                          "base_channels": card.base_channels, "version": _version("vocex")}
+                          "base_channels": card.base_channels, "shifts": DEFAULT_SHIFTS,
+                          "version": _version("vocex")}
 
     import torch
 

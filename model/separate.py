@@ -6,6 +6,12 @@ patch in which it sits in the central half), the patches go through the backend 
 batches, and the masked STFT is inverted and resampled back.  The accompaniment is the
 input minus the vocal estimate, so the two always sum to the input exactly and everything
 above the model's band (4096 Hz for the paper preset) goes to the accompaniment.
+
+With ``shifts`` > 1 the whole separation is repeated on copies of the signal delayed by
+fractions of a hop (``k * hop // shifts`` samples at the model's rate), each result is moved
+back and the vocal estimates are averaged: the STFT frames and patch borders fall elsewhere
+in every pass, so their errors partly cancel (the "shift trick" of Demucs), at ``shifts``
+times the compute.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from vocex.model.backends import Backend
 from vocex.model.card import ModelCard
 from vocex.model.dsp import extend_mask, istft, stft
 
+DEFAULT_SHIFTS = 2  # what vocex-separate and vocex-eval use offline unless told otherwise
 Progress = Callable[[int, int], None]  # (done, total) patches
 
 
@@ -30,7 +37,7 @@ class Separation:
 
     ``vocals`` / ``accompaniment``: ``(n_samples, n_channels)`` float32 at the input rate.
     ``magnitude`` / ``mask``: ``(n_channels, n_bins, n_frames)`` at the model's rate (for plots;
-    one channel for a ``downmix`` card).
+    one channel for a ``downmix`` card; the first pass's when ``shifts`` > 1).
     """
 
     vocals: NDArray[np.float32]
@@ -98,12 +105,15 @@ def apply_mask(
 
 
 class Separator:
-    """Whole-file separation with one backend."""
+    """Whole-file separation with one backend; ``shifts`` passes averaged (see the module doc)."""
 
-    def __init__(self, backend: Backend, batch_size: int = 8) -> None:
+    def __init__(self, backend: Backend, batch_size: int = 8, shifts: int = 1) -> None:
+        if shifts < 1 or shifts > backend.card.hop:
+            raise ValueError(f"shifts must be in 1..{backend.card.hop} (the hop), got {shifts}")
         self.backend = backend
         self.card = backend.card
         self.batch_size = batch_size
+        self.shifts = shifts
 
     def separate(
         self, audio: NDArray[np.float32], sample_rate: int, progress: Progress | None = None
@@ -111,9 +121,22 @@ class Separator:
         """Separate ``(n_samples, n_channels)`` float32 audio at ``sample_rate`` Hz."""
         card = self.card
         x = resample(audio, sample_rate, card.sample_rate)
-        spec = stft(x, card.n_fft, card.hop, card.window)
-        magnitude = network_magnitude(spec, card)
-        mask = estimate_mask(self.backend, magnitude, self.batch_size, progress)
-        vocals_model = apply_mask(spec, mask, card, x.shape[0])
+        vocals_model = np.zeros_like(x)
+        for k in range(self.shifts):
+            delay = k * card.hop // self.shifts
+            shifted = np.concatenate([np.zeros((delay, x.shape[1]), np.float32), x]) if delay else x
+            spec = stft(shifted, card.n_fft, card.hop, card.window)
+            pass_magnitude = network_magnitude(spec, card)
+            pass_progress = None if progress is None else _pass_progress(progress, k, self.shifts)
+            pass_mask = estimate_mask(self.backend, pass_magnitude, self.batch_size, pass_progress)
+            vocals_model += apply_mask(spec, pass_mask, card, shifted.shape[0])[delay:]
+            if k == 0:
+                magnitude, mask = pass_magnitude, pass_mask
+        vocals_model /= self.shifts
         vocals = resample(vocals_model, card.sample_rate, sample_rate, n_out=audio.shape[0])
         return Separation(vocals, audio - vocals, magnitude, mask)
+
+
+def _pass_progress(progress: Progress, k: int, shifts: int) -> Progress:
+    """Progress of pass ``k`` of ``shifts`` reported as a share of all passes' patches."""
+    return lambda done, total: progress(k * total + done, shifts * total)

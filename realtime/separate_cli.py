@@ -21,7 +21,7 @@ from vocex.model.audio import AudioError, read_audio, write_audio
 from vocex.model.backends import ModelError, load_backend, resolve_model
 from vocex.model.cli import (EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK,
                              EXIT_OUTPUT, add_model_arguments, fail)
-from vocex.model.separate import Separation, Separator
+from vocex.model.separate import DEFAULT_SHIFTS, Separation, Separator
 from vocex.realtime.stream import separate_streaming, streaming_settings
 
 PROG = "vocex-separate"
@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out-dir", type=Path, required=True, help="output folder")
     add_model_arguments(p)
     p.add_argument("--batch-size", type=int, default=8, help="patches per inference call")
+    p.add_argument("--shifts", type=int, default=DEFAULT_SHIFTS,
+                   help=f"offline: passes at shifted STFT frames, averaged (default {DEFAULT_SHIFTS}; 1 = fastest)")
     p.add_argument("--streaming", action="store_true",
                    help="run the live streaming separator block by block (what vocex-live plays)")
     p.add_argument("--hop-batch", type=int, help="streaming: hops per inference K (default: the model card's)")
@@ -110,12 +112,15 @@ def main(argv: list[str] | None = None) -> int:
             audio_in[path] = read_audio(path)
         files = resolve_model(args.model)
         backend = load_backend(files, args.backend, args.accel, args.threads)
+        separator = Separator(backend, args.batch_size, args.shifts)
         for folder in folders.values():
             _writable(folder)
     except AudioError as exc:
         return fail(PROG, exc, EXIT_INPUT)
     except ModelError as exc:
         return fail(PROG, exc, EXIT_MODEL)
+    except ValueError as exc:  # Separator's settings
+        return fail(PROG, f"--shifts: {exc}", EXIT_INPUT)
     except FileExistsError as exc:
         return fail(PROG, exc, EXIT_OUTPUT)
     except OSError as exc:
@@ -127,7 +132,6 @@ def main(argv: list[str] | None = None) -> int:
         settings = streaming_settings(files.card, args.hop_batch, args.lookahead) if args.streaming else None
     except ValueError as exc:
         return fail(PROG, exc, EXIT_INPUT)
-    separator = Separator(backend, args.batch_size)
     try:
         for path, (audio, rate) in audio_in.items():
             if settings is not None:

@@ -29,7 +29,7 @@ from vocex.model.backends import ModelError, load_backend, resolve_model
 from vocex.model.card import ModelCard
 from vocex.model.cli import EXIT_INPUT, EXIT_MODEL, EXIT_OK, EXIT_OUTPUT, add_model_arguments, fail
 from vocex.model.dsp import istft, stft
-from vocex.model.separate import Separator
+from vocex.model.separate import DEFAULT_SHIFTS, Separator
 from vocex.train.data import DataError, Track, detect_layout, iter_tracks
 
 PROG = "vocex-eval"
@@ -165,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--streaming", action="store_true", help="score the live (streaming) separator")
     p.add_argument("--hop-batch", type=int, help="streaming: hops per inference K (default: the live default)")
     p.add_argument("--lookahead", type=int, help="streaming: lookahead frames L (default: the live default)")
+    p.add_argument("--shifts", type=int, default=DEFAULT_SHIFTS,
+                   help=f"offline: passes at shifted STFT frames, averaged (default {DEFAULT_SHIFTS})")
     p.add_argument("--tracks", type=int, help="score only the first N tracks")
     p.add_argument("--no-baselines", action="store_true", help="skip the mixture and oracle references")
     p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
@@ -197,7 +199,10 @@ def main(argv: list[str] | None = None) -> int:
             vocals = separate_streaming(backend, track.mixture, track.sample_rate, settings)
             return vocals, track.mixture - vocals
     else:
-        separator = Separator(backend)
+        try:
+            separator = Separator(backend, shifts=args.shifts)
+        except ValueError as exc:
+            return fail(PROG, f"--shifts: {exc}", EXIT_INPUT)
 
         def estimate(track: Track) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
             sep = separator.separate(track.mixture, track.sample_rate)
@@ -210,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return fail(PROG, "interrupted", 130)
     report = {"model": str(files.card_path), "model_name": card.name, "backend": backend.name,
-              "musdb_root": str(args.musdb_root), "subset": args.subset, "streaming": streaming_info, **report}
+              "musdb_root": str(args.musdb_root), "subset": args.subset, "streaming": streaming_info,
+              "shifts": None if args.streaming else args.shifts, **report}
     from vocex.model.files import atomic_path
 
     print_table(report)

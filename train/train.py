@@ -280,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
             return fail("vocex-train", f"--{name.replace('_', '-')} must be at least 1", EXIT_INPUT)
     if not cfg.lr > 0 or cfg.min_lr < 0 or (cfg.minutes is not None and not cfg.minutes > 0):
         return fail("vocex-train", "--lr and --minutes must be positive, --min-lr not negative", EXIT_INPUT)
+    if not 0.0 <= cfg.random_context <= 1.0:
+        return fail("vocex-train", f"--random-context is a share of patches, 0 to 1; got {cfg.random_context}", EXIT_INPUT)
     if cfg.init is not None:
         problem = _check_init(cfg.init)
         if problem:

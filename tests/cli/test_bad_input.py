@@ -121,6 +121,13 @@ def test_separate_bad_audio(bad, tmp_path, capsys, case):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("shifts", ["0", "100000"])
+def test_separate_bad_shifts(bad, tmp_path, capsys, shifts):
+    _check(S, [str(bad["good"]), "-o", str(tmp_path / "out"), "--model", str(bad["model"]), "--shifts", shifts],
+           2, "--shifts: shifts must be in 1..", capsys, bad["root"])
+    assert not (tmp_path / "out").exists()
+
+
 MODEL_CASES = {
     "missing model": ("model_missing", "no such model card"),
     "truncated model": ("model_truncated", "not a loadable ONNX model"),
@@ -205,6 +212,7 @@ EVAL_CASES = {
     "file as root": (lambda b, t: ["--musdb-root", str(b["good"])], 2, "not a directory"),
     "empty folder": (lambda b, t: ["--musdb-root", str(t)], 2, "neither a MUSDB18"),
     "bad K": (lambda b, t: ["--musdb-root", str(b["musdb"]), "--streaming", "--hop-batch", "0"], 2, "hop batch K"),
+    "bad shifts": (lambda b, t: ["--musdb-root", str(b["musdb"]), "--shifts", "0"], 2, "shifts must be in 1.."),
     "json exists": (lambda b, t: ["--musdb-root", str(b["musdb"]), "--json", str(b["exists_json"])], 4, "exists"),
     "no json folder": (lambda b, t: ["--musdb-root", str(b["musdb"]), "--json", str(t / "no" / "e.json")], 4,
                        "does not exist"),
@@ -234,6 +242,8 @@ TRAIN_CASES = {
     "missing root": (lambda b, t: ["--musdb-root", str(t / "nope")], 2, "not a directory"),
     "file as shared root": (lambda b, t: ["--shared-root", str(b["good"])], 2, "not a directory"),
     "zero steps": (lambda b, t: ["--musdb-root", str(b["musdb"]), "--steps", "0"], 2, "--steps must be"),
+    "random context above 1": (lambda b, t: ["--musdb-root", str(b["musdb"]), "--random-context", "1.5"], 2,
+                               "share of patches, 0 to 1"),
     "truncated init": (lambda b, t: ["--musdb-root", str(b["musdb"]), "--init", str(b["truncated"])], 3,
                        "not loadable weights"),
     "missing init": (lambda b, t: ["--musdb-root", str(b["musdb"]), "--init", str(t / "no.pt")], 3,

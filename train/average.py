@@ -1,0 +1,85 @@
+"""``vocex-average``: one model whose weights are the mean of several fine-tuned models.
+
+    vocex-average runs/a/model.json runs/b/model.json --out runs/soup
+
+Models fine-tuned from the same starting weights on different data or seeds usually stay in
+one basin of the loss, and the mean of their weights scores like an ensemble of them at the
+cost of one model ("model soups", Wortsman et al., ICML 2022; the same operation as
+checkpoint averaging).  Every parameter and batch-norm statistic is averaged; the cards
+must agree on everything that shapes the network and its front end.  Writes
+``OUT/model.pt`` and ``OUT/model.json`` (the first member's card, with the members'
+training records under ``training.average_of``); export it with ``vocex-export``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from vocex.model.backends import ModelError, ModelFiles, load_unet, resolve_model
+from vocex.model.cli import EXIT_INPUT, EXIT_MODEL, EXIT_OK, EXIT_OUTPUT, fail
+
+PROG = "vocex-average"
+SHAPE_FIELDS = ("sample_rate", "n_fft", "hop", "window", "n_bins", "context_frames", "base_channels", "channels")
+
+
+def average(members: list[ModelFiles]) -> dict[str, Any]:
+    """Mean state dict of ``members`` (integer counters such as ``num_batches_tracked`` take the
+    largest value).  Raises :class:`ModelError` when the cards disagree on the network's shape."""
+    import torch
+
+    first = members[0].card
+    for m in members[1:]:
+        diff = [f for f in SHAPE_FIELDS if getattr(m.card, f) != getattr(first, f)]
+        if diff:
+            raise ModelError(f"{m.card_path} differs from {members[0].card_path} in {', '.join(diff)}")
+    states = [load_unet(m).state_dict() for m in members]
+    out: dict[str, Any] = {}
+    for key, value in states[0].items():
+        stacked = torch.stack([s[key] for s in states])
+        out[key] = stacked.mean(0) if value.is_floating_point() else stacked.max(0).values
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("models", nargs="+", help="model cards (.json), weights files or folders, two or more")
+    p.add_argument("--out", type=Path, required=True, help="folder for model.pt and model.json")
+    p.add_argument("--name", default="vocex-unet-average", help="name in the new card")
+    p.add_argument("--force", action="store_true", help="overwrite an existing model in --out")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    args = build_parser().parse_args(argv)
+    if len(args.models) < 2:
+        return fail(PROG, "give two or more models to average", EXIT_INPUT)
+    weights, card_path = args.out / "model.pt", args.out / "model.json"
+    if not args.force and (weights.exists() or card_path.exists()):
+        return fail(PROG, f"{args.out} already holds a model; use --force to overwrite", EXIT_OUTPUT)
+    try:
+        members = [resolve_model(m) for m in args.models]
+        state = average(members)
+    except ModelError as exc:
+        return fail(PROG, exc, EXIT_MODEL)
+    card = members[0].card.replace(
+        name=args.name, files={"checkpoint": weights.name}, scores={},
+        training={"average_of": [{"model": str(m.card_path), **m.card.training} for m in members]})
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        tmp = weights.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(weights)
+        card.save(card_path)
+    except OSError as exc:
+        return fail(PROG, f"cannot write to {args.out}: {exc.strerror or exc}", EXIT_OUTPUT)
+    print(f"wrote {weights} and {card_path}: mean of {len(members)} models", file=sys.stderr)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
