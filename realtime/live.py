@@ -32,7 +32,8 @@ from vocex.model.backends import ModelError, default_model_path, load_backend, r
 from vocex.model.cli import (EXIT_DEVICE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, EXIT_OUTPUT,
                              add_model_arguments, fail)
 from vocex.model.files import atomic_path
-from vocex.realtime.stream import MODES, StreamingSeparator, streaming_settings
+from vocex.realtime.stream import (AUTO_LOAD, MODES, StreamingSeparator, choose_hop_batch, streaming_settings,
+                                   time_inference)
 
 PROG = "vocex-live"
 _ABANDONED_STREAM = False  # set when the device died under a stream that cannot be closed
@@ -417,7 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=MODES, default="karaoke", help="karaoke: without vocals; vocals: vocals only")
     p.add_argument("--mix", type=float, default=1.0, help="wet amount 0..1 (0 = the dry input)")
     add_model_arguments(p, backends=("onnx", "torchscript"))
-    p.add_argument("--hop-batch", type=int, help="K: hops per inference (default: the model card's)")
+    p.add_argument("--hop-batch", help="K: hops per inference, or 'auto': the smallest K whose measured "
+                   "inference time takes at most half the time between inferences (default: the model card's)")
     p.add_argument("--lookahead", type=int, help="L: lookahead frames (default: the model card's)")
     p.add_argument("--io", choices=("rtmixer", "callback"), default="rtmixer",
                    help="device I/O: rtmixer's C callback (default) or a copying sounddevice callback")
@@ -472,8 +474,21 @@ def main(argv: list[str] | None = None) -> int:
     except ModelError as exc:
         return fail(PROG, exc, EXIT_MODEL)
     card = files.card
+    auto: dict[str, Any] = {}
     try:
-        settings = streaming_settings(card, args.hop_batch, args.lookahead)
+        if args.hop_batch == "auto":
+            seconds = time_inference(backend, args.channels)
+            lookahead = args.lookahead if args.lookahead is not None else int(card.live.get("lookahead_frames", 0))
+            hop_batch = choose_hop_batch(card, seconds, lookahead)
+            auto = {"hop_batch_auto": {"inference_ms_p90": round(1000 * seconds, 3), "target_load": AUTO_LOAD}}
+            print(f"{PROG}: --hop-batch auto: inference p90 {1000 * seconds:.2f} ms -> K={hop_batch}", file=sys.stderr)
+        elif args.hop_batch is None:
+            hop_batch = None
+        elif args.hop_batch.isdigit():
+            hop_batch = int(args.hop_batch)
+        else:
+            raise ValueError(f"--hop-batch must be a whole number of hops or 'auto', got {args.hop_batch!r}")
+        settings = streaming_settings(card, hop_batch, args.lookahead)
     except ValueError as exc:
         return fail(PROG, exc, EXIT_INPUT)
     try:
@@ -491,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
             inference_interval_ms=round(1000 * settings.hop_batch * card.hop / card.sample_rate, 3),
             details={"mode": args.mode, "mix": args.mix, "backend": backend.name, "device": backend.device,
                      "channels": args.channels, "blocksize": args.blocksize, "io": args.io,
-                     "algorithmic_latency_samples": separator.latency_samples, **settings.describe(card)},
+                     "algorithmic_latency_samples": separator.latency_samples, **settings.describe(card), **auto},
         )
         engine = LiveEngine(separator, stats, args.blocksize, args.io, args.on_late, (dev_in, dev_out), latency,
                             args.prefill_blocks)

@@ -61,6 +61,35 @@ class StreamingSettings:
                 "model_latency_ms": round(1000 * self.model_latency(card) / card.sample_rate, 2)}
 
 
+HOP_BATCHES = (1, 2, 4, 8)  # the K that --hop-batch auto chooses from
+AUTO_LOAD = 0.5  # the share of the time between inferences that auto K leaves to inference
+
+
+def choose_hop_batch(card: ModelCard, inference_seconds: float, lookahead: int = 0,
+                     target_load: float = AUTO_LOAD) -> int:
+    """The smallest K of :data:`HOP_BATCHES` (least latency) at which one inference of
+    ``inference_seconds`` takes at most ``target_load`` of the K hops it has to keep up with;
+    the largest K that fits the context when none does."""
+    hop_seconds = card.hop / card.sample_rate
+    fits = [k for k in HOP_BATCHES if k + lookahead <= card.context_frames] or [1]
+    return next((k for k in fits if inference_seconds <= target_load * k * hop_seconds), fits[-1])
+
+
+def time_inference(backend: Backend, n_channels: int, runs: int = 30) -> float:
+    """90th percentile, in seconds, of one streaming inference (the window of ``n_channels``
+    channels, or of their downmix for a ``downmix`` card), after a few warm-up calls."""
+    card = backend.card
+    n_net = 1 if card.channels == "downmix" else n_channels
+    window = np.random.default_rng(0).random((n_net, 1, card.n_bins, card.context_frames), dtype=np.float32)
+    times = []
+    for i in range(runs + 3):
+        t0 = time.perf_counter()
+        backend(window)
+        if i >= 3:
+            times.append(time.perf_counter() - t0)
+    return float(np.percentile(times, 90))
+
+
 def streaming_settings(card: ModelCard, hop_batch: int | None = None, lookahead: int | None = None) -> StreamingSettings:
     """Settings with the card's live defaults (``card.live``) filled in."""
     live = card.live

@@ -281,6 +281,7 @@ LIVE_CASES = {
     "six channels": (["--channels", "6"], 2, "--channels must be 1 or 2"),
     "bad latency": (["--latency", "soon"], 5, "--latency must be"),
     "bad K": (["--hop-batch", "0"], 2, "hop batch K"),
+    "K not a number": (["--hop-batch", "fast"], 2, "whole number of hops or 'auto'"),
 }
 
 

@@ -12,7 +12,7 @@ from vocex.model.audio import load_audio
 from vocex.model.backends import load_backend, resolve_model
 from vocex.realtime.jackloop import JackServer, JackUnavailable, PlayRecord, wait_for_ports
 from vocex.realtime.live import live_model_path
-from vocex.realtime.stream import StreamingSeparator, streaming_settings
+from vocex.realtime.stream import HOP_BATCHES, StreamingSeparator, streaming_settings
 from tests.conftest import SHARED_DATA, tone_mix
 
 pytestmark = [pytest.mark.jack, pytest.mark.slow]
@@ -140,16 +140,20 @@ def test_live_karaoke_matches_offline_streaming_with_no_dropouts(jack_server, tm
 
 
 def test_impulse_arrives_after_the_reported_latency(jack_server, tmp_path):
+    """Dry through the whole chain, with K chosen by --hop-batch auto: the latency it reports
+    (which depends on that K) is the delay the impulses really take."""
     signal = np.zeros((4 * RATE, 2), np.float32)
     hits = [int(0.5 * RATE) + k * RATE + 37 * k for k in range(3)]
     signal[hits, :] = 0.9
-    proc = _live(jack_server, tmp_path, 8.0, "--mix", "0")  # dry through the whole chain
+    proc = _live(jack_server, tmp_path, 8.0, "--mix", "0", "--hop-batch", "auto")
     try:
         rec = _play(jack_server, proc, signal, tail=1.0)
     finally:
         _finish(proc)
     stats = json.loads((tmp_path / "stats.json").read_text())
     reported = stats["details"]["algorithmic_latency_samples"] + stats["details"]["buffer_latency_samples"]
+    auto = stats["details"]["hop_batch_auto"]
+    assert stats["details"]["hop_batch"] in HOP_BATCHES and auto["inference_ms_p90"] > 0, stats["details"]
     for h in hits:
         arrival = h + int(np.argmax(np.abs(rec.audio[h : h + RATE // 2, 0])))
         assert abs((arrival - h) - reported) <= PERIOD, (arrival - h, reported)

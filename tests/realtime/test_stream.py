@@ -137,3 +137,33 @@ def test_downmix_policy_one_mask_for_all_channels(downmix_backend):
     y = np.stack([x[:, 0], 0.3 * x[:, 0]], axis=1)
     v = Separator(downmix_backend).separate(y, RATE).vocals
     np.testing.assert_allclose(v[:, 1], 0.3 * v[:, 0], atol=1e-5)
+
+
+def test_auto_hop_batch_takes_the_smallest_k_within_the_load_target(tiny_backend):
+    from vocex.realtime.stream import AUTO_LOAD, HOP_BATCHES, choose_hop_batch
+
+    card = tiny_backend.card
+    hop_s = card.hop / card.sample_rate
+    for k in HOP_BATCHES:  # just inside the target at K, just outside at the K before it
+        assert choose_hop_batch(card, 0.99 * AUTO_LOAD * k * hop_s) == k
+        assert choose_hop_batch(card, 1.01 * AUTO_LOAD * k * hop_s) == (HOP_BATCHES + (HOP_BATCHES[-1],))[HOP_BATCHES.index(k) + 1]
+    assert choose_hop_batch(card, 100.0) == HOP_BATCHES[-1]  # too slow for any: the largest K
+    # K + L must fit the context window
+    assert choose_hop_batch(card, 100.0, lookahead=card.context_frames - 4) == 4
+
+
+def test_time_inference_measures_the_backend(tiny_backend):
+    import time
+
+    from vocex.realtime.stream import time_inference
+
+    class Slow:
+        card = tiny_backend.card
+
+        def __call__(self, window):
+            assert window.shape == (2, 1, self.card.n_bins, self.card.context_frames)
+            time.sleep(0.01)
+            return tiny_backend(window)
+
+    assert 0.01 <= time_inference(Slow(), 2, runs=5) < 0.5
+    assert time_inference(tiny_backend, 1, runs=5) < time_inference(Slow(), 2, runs=5)
