@@ -20,6 +20,7 @@ from typing import Any
 
 from vocex.model.backends import ModelError, ModelFiles, load_unet, resolve_model
 from vocex.model.cli import EXIT_INPUT, EXIT_MODEL, EXIT_OK, EXIT_OUTPUT, fail
+from vocex.model.files import atomic_path
 
 PROG = "vocex-average"
 SHAPE_FIELDS = ("sample_rate", "n_fft", "hop", "window", "n_bins", "context_frames", "base_channels", "channels")
@@ -71,10 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         training={"average_of": [{"model": str(m.card_path), **m.card.training} for m in members]})
     try:
         args.out.mkdir(parents=True, exist_ok=True)
-        tmp = weights.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(weights)
-        card.save(card_path)
+        with atomic_path(weights) as tmp:
+            torch.save(state, tmp)
+        with atomic_path(card_path) as tmp:
+            card.save(tmp)
     except OSError as exc:
         return fail(PROG, f"cannot write to {args.out}: {exc.strerror or exc}", EXIT_OUTPUT)
     print(f"wrote {weights} and {card_path}: mean of {len(members)} models", file=sys.stderr)
