@@ -22,7 +22,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -179,12 +179,7 @@ class LiveEngine:
                         dtype=np.float32)
         self.sep.process_block(warm)
         self.sep.reset()
-        times = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            core.backend(core.window_in)
-            times.append(time.perf_counter() - t0)
-        return float(np.median(times))
+        return time_inference(core.backend, self.n_ch, runs=5, percentile=50, warm_up=0)
 
     def open(self) -> None:
         import rtmixer
@@ -476,21 +471,19 @@ def main(argv: list[str] | None = None) -> int:
     card = files.card
     auto: dict[str, Any] = {}
     try:
-        if args.hop_batch == "auto":
-            seconds = time_inference(backend, args.channels)
-            lookahead = args.lookahead if args.lookahead is not None else int(card.live.get("lookahead_frames", 0))
-            hop_batch = choose_hop_batch(card, seconds, lookahead)
-            auto = {"hop_batch_auto": {"inference_ms_p90": round(1000 * seconds, 3), "target_load": AUTO_LOAD}}
-            print(f"{PROG}: --hop-batch auto: inference p90 {1000 * seconds:.2f} ms -> K={hop_batch}", file=sys.stderr)
-        elif args.hop_batch is None:
-            hop_batch = None
-        elif args.hop_batch.isdigit():
-            hop_batch = int(args.hop_batch)
-        else:
+        if args.hop_batch not in (None, "auto") and not args.hop_batch.isdigit():
             raise ValueError(f"--hop-batch must be a whole number of hops or 'auto', got {args.hop_batch!r}")
+        # auto starts from K=1 (the least context it needs) with the card's or the given lookahead
+        hop_batch = 1 if args.hop_batch == "auto" else None if args.hop_batch is None else int(args.hop_batch)
         settings = streaming_settings(card, hop_batch, args.lookahead)
     except ValueError as exc:
         return fail(PROG, exc, EXIT_INPUT)
+    if args.hop_batch == "auto":
+        seconds = time_inference(backend, args.channels)
+        settings = replace(settings, hop_batch=choose_hop_batch(card, seconds, settings.lookahead_frames))
+        auto = {"hop_batch_auto": {"inference_ms_p90": round(1000 * seconds, 3), "target_load": AUTO_LOAD}}
+        print(f"{PROG}: --hop-batch auto: inference p90 {1000 * seconds:.2f} ms -> K={settings.hop_batch}",
+              file=sys.stderr)
     try:
         latency = _latency_arg(args.latency)
         dev_in = resolve_device(args.input_device or args.device, "input")

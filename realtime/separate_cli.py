@@ -113,15 +113,16 @@ def main(argv: list[str] | None = None) -> int:
             audio_in[path] = read_audio(path)
         files = resolve_model(args.model)
         backend = load_backend(files, args.backend, args.accel, args.threads)
-        separator = Separator(backend, args.batch_size, args.shifts)
+        try:
+            separator = Separator(backend, args.batch_size, args.shifts)
+        except ValueError as exc:
+            return fail(PROG, f"--shifts: {exc}", EXIT_INPUT)
         for folder in folders.values():
             _writable(folder)
     except AudioError as exc:
         return fail(PROG, exc, EXIT_INPUT)
     except ModelError as exc:
         return fail(PROG, exc, EXIT_MODEL)
-    except ValueError as exc:  # Separator's settings
-        return fail(PROG, f"--shifts: {exc}", EXIT_INPUT)
     except FileExistsError as exc:
         return fail(PROG, exc, EXIT_OUTPUT)
     except OSError as exc:

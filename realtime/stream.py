@@ -75,19 +75,20 @@ def choose_hop_batch(card: ModelCard, inference_seconds: float, lookahead: int =
     return next((k for k in fits if inference_seconds <= target_load * k * hop_seconds), fits[-1])
 
 
-def time_inference(backend: Backend, n_channels: int, runs: int = 30) -> float:
-    """90th percentile, in seconds, of one streaming inference (the window of ``n_channels``
-    channels, or of their downmix for a ``downmix`` card), after a few warm-up calls."""
+def time_inference(backend: Backend, n_channels: int, runs: int = 30, percentile: float = 90,
+                   warm_up: int = 3) -> float:
+    """A percentile, in seconds, of one streaming inference (the window of ``n_channels``
+    channels, or of their downmix for a ``downmix`` card), after ``warm_up`` untimed calls."""
     card = backend.card
     n_net = 1 if card.channels == "downmix" else n_channels
     window = np.random.default_rng(0).random((n_net, 1, card.n_bins, card.context_frames), dtype=np.float32)
     times = []
-    for i in range(runs + 3):
+    for i in range(runs + warm_up):
         t0 = time.perf_counter()
         backend(window)
-        if i >= 3:
+        if i >= warm_up:
             times.append(time.perf_counter() - t0)
-    return float(np.percentile(times, 90))
+    return float(np.percentile(times, percentile))
 
 
 def streaming_settings(card: ModelCard, hop_batch: int | None = None, lookahead: int | None = None) -> StreamingSettings:
