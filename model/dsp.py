@@ -95,15 +95,39 @@ def istft(
     Returns:
         ``(n_samples, n_channels)`` float32.
     """
-    n_channels, _, n_frames = spec.shape
     frames = np.fft.irfft(spec.transpose(0, 2, 1), n=n_fft, axis=-1)
     frames *= synthesis_window(n_fft, hop, window)
+    return _overlap_add(frames, n_samples, hop).astype(np.float32)
+
+
+def frame_weights(
+    weights: NDArray[np.floating], n_samples: int, n_fft: int, hop: int, window: str
+) -> NDArray[np.float64]:
+    """Per-sample weight of a per-frame weighting, as :func:`istft` applies it.
+
+    ``istft(spec * weights)`` of a signal's own STFT is ``frame_weights(weights) * signal``
+    exactly (the overlap-add of the weighted analysis x synthesis windows).
+
+    Args:
+        weights: ``(n_frames,)``.
+    Returns:
+        ``(n_samples,)`` float64.
+    """
+    window_product = analysis_window(n_fft, hop, window) * synthesis_window(n_fft, hop, window)
+    frames = np.asarray(weights, np.float64)[None, :, None] * window_product.astype(np.float64)
+    return _overlap_add(frames, n_samples, hop)[:, 0]
+
+
+def _overlap_add(frames: NDArray[np.floating], n_samples: int, hop: int) -> NDArray[np.float64]:
+    """``(n_channels, n_frames, n_fft)`` frames laid ``hop`` apart and summed, trimmed as
+    :func:`stft` padded: ``(n_samples, n_channels)``."""
+    n_channels, n_frames, n_fft = frames.shape
     total = (n_frames - 1) * hop + n_fft
     out = np.zeros((n_channels, total), dtype=np.float64)
     for j in range(n_frames):
         out[:, j * hop : j * hop + n_fft] += frames[:, j]
     start = n_fft - hop
-    audio = np.zeros((n_samples, n_channels), dtype=np.float32)
+    audio = np.zeros((n_samples, n_channels), dtype=np.float64)
     avail = min(n_samples, total - start)
     audio[:avail] = out[:, start : start + avail].T
     return audio

@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hop-batch", type=int, help="streaming: hops per inference K (default: the live default)")
     p.add_argument("--lookahead", type=int, help="streaming: lookahead frames L (default: the live default)")
     p.add_argument("--shifts", type=int, default=DEFAULT_SHIFTS,
-                   help=f"offline: passes at shifted STFT frames, averaged (default {DEFAULT_SHIFTS})")
+                   help=f"offline: passes at shifted STFT frames and patch borders, blended (default {DEFAULT_SHIFTS})")
     p.add_argument("--tracks", type=int, help="score only the first N tracks")
     p.add_argument("--no-baselines", action="store_true", help="skip the mixture and oracle references")
     p.add_argument("--force", action="store_true", help="overwrite an existing --json file")

@@ -3,7 +3,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vocex.model.dsp import analysis_window, default_window, extend_mask, istft, n_frames_for, stft, synthesis_window
+from vocex.model.dsp import (analysis_window, default_window, extend_mask, frame_weights, istft, n_frames_for, stft,
+                             synthesis_window)
 
 PAIRS = [(1024, 768), (1024, 256), (1024, 512), (512, 128), (128, 32), (256, 192), (64, 64), (100, 25)]
 
@@ -17,6 +18,19 @@ def test_stft_istft_reconstructs_exactly(n_fft, hop):
     assert spec.shape == (2, n_fft // 2 + 1, n_frames_for(5000, n_fft, hop))
     np.testing.assert_allclose(istft(spec, 5000, n_fft, hop, w), x, atol=2e-5)
 
+
+
+@pytest.mark.parametrize("n_fft,hop", PAIRS)
+def test_frame_weights_are_what_istft_applies(n_fft, hop):
+    """Weighting the frames of a signal's STFT scales each sample by ``frame_weights``."""
+    rng = np.random.default_rng(n_fft * hop)
+    x = rng.standard_normal((3000, 2)).astype(np.float32)
+    w = default_window(n_fft, hop)
+    spec = stft(x, n_fft, hop, w)
+    weights = rng.uniform(0.1, 1.0, spec.shape[-1])
+    expected = frame_weights(weights, 3000, n_fft, hop, w)[:, None] * x
+    np.testing.assert_allclose(istft(spec * weights, 3000, n_fft, hop, w), expected, atol=3e-5)
+    np.testing.assert_allclose(frame_weights(np.ones(spec.shape[-1]), 3000, n_fft, hop, w), 1.0, atol=1e-6)
 
 @given(n_fft=st.sampled_from([64, 96, 128, 256]), hop_div=st.sampled_from([1, 4 / 3, 2, 3, 4]),
        n=st.integers(1, 900))

@@ -1,4 +1,4 @@
-"""Offline separation: the shift trick (passes at delayed STFT frames, averaged)."""
+"""Offline separation: blended passes at shifted STFT frames and shifted patch borders."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import pytest
 
 from tests.conftest import tone_mix
 from vocex.model.audio import resample
-from vocex.model.dsp import istft, stft
-from vocex.model.separate import Separator, apply_mask, estimate_mask, network_magnitude
+from vocex.model.dsp import extend_mask, istft, stft
+from vocex.model.separate import Separator, network_magnitude, patch_weights, weighted_mask
 
-RATE = 8000
+RATE = 8000  # the tiny card's rate: no resampling in these tests
 
 
 class ConstantMask:
@@ -25,18 +25,53 @@ class ConstantMask:
         return np.full_like(magnitude, self.value)
 
 
-def test_one_shift_is_the_plain_pipeline(tiny_backend):
-    x = tone_mix(RATE, RATE)
+class CallIndexMask:
+    """A backend whose mask is constant within each patch: the patch's call number / 100."""
+
+    name = "call-index"
+
+    def __init__(self, card) -> None:
+        self.card, self.calls = card, 0
+
+    def __call__(self, magnitude):
+        out = np.empty_like(magnitude)
+        for i in range(len(magnitude)):
+            out[i] = self.calls / 100
+            self.calls += 1
+        return out
+
+
+def test_patch_weights_peak_in_the_middle_and_never_vanish():
+    w = patch_weights(64)
+    np.testing.assert_allclose(w, w[::-1])
+    assert w.min() > 0 and np.argmax(w) in (31, 32) and w.max() == pytest.approx(1 - 1 / 64)
+    # two passes half a patch apart weigh every frame alike: neither pass is favoured overall
+    np.testing.assert_allclose(w[:32] + w[32:], 1.0, atol=1e-6)
+
+
+def test_one_pass_takes_each_frame_from_its_own_patch(tiny_backend):
     card = tiny_backend.card
-    spec = stft(x, card.n_fft, card.hop, card.window)
-    mask = estimate_mask(tiny_backend, network_magnitude(spec, card))
-    expected = apply_mask(spec, mask, card, x.shape[0])
+    ctx = card.context_frames
+    x = tone_mix(3 * ctx * card.hop, RATE)
+    sep = Separator(CallIndexMask(card), shifts=1).separate(x, RATE)
+    n_frames = sep.mask.shape[-1]
+    expected = np.repeat(np.arange(2 * (-(-n_frames // ctx))).reshape(-1, 2).T / 100, ctx, axis=1)
+    np.testing.assert_allclose(sep.mask, np.broadcast_to(expected[:, None, :n_frames], sep.mask.shape), atol=1e-6)
+
+
+def test_one_pass_is_the_masked_stft(tiny_backend):
+    """With one pass the weights cancel: the vocals are the plain masked STFT of its mask."""
+    card = tiny_backend.card
+    x = tone_mix(RATE, RATE, seed=1)
     sep = Separator(tiny_backend, shifts=1).separate(x, RATE)
-    np.testing.assert_allclose(sep.vocals, expected, atol=1e-6)
-    np.testing.assert_array_equal(sep.mask, mask)
+    spec = stft(x, card.n_fft, card.hop, card.window)
+    weighted, weights = weighted_mask(tiny_backend, network_magnitude(spec, card), 0)
+    np.testing.assert_allclose(sep.mask, weighted / weights, atol=1e-6)
+    plain = istft(spec * extend_mask(sep.mask, spec.shape[1]), x.shape[0], card.n_fft, card.hop, card.window)
+    assert np.abs(sep.vocals - plain).max() < 0.02 * np.abs(plain).max()  # they differ only at patch borders
 
 
-@pytest.mark.parametrize("shifts", [2, 3, 4])
+@pytest.mark.parametrize("shifts", [1, 2, 3, 4])
 @pytest.mark.parametrize("value", [1.0, 0.25])
 def test_shifted_passes_are_realigned(tiny_backend, shifts, value):
     """A constant mask scales the input: any misalignment of a delayed pass would show."""
@@ -46,19 +81,40 @@ def test_shifted_passes_are_realigned(tiny_backend, shifts, value):
     np.testing.assert_allclose(sep.vocals + sep.accompaniment, x, atol=1e-6)
 
 
-def test_shifts_average_passes_at_delayed_frames(tiny_backend):
-    x = tone_mix(RATE, RATE, seed=3)
+def test_two_passes_blend_by_patch_position(tiny_backend):
+    """Shifts 2, built by hand: pass 1 at frames delayed half a hop and patches half a patch
+    later; each pass's masked STFT weighted by the triangle over its patches, normalised by
+    the weight each sample received (the overlap-add of the frame weights)."""
     card = tiny_backend.card
-    passes = []
-    for delay in (0, card.hop // 2):
+    ctx, hop = card.context_frames, card.hop
+    x = tone_mix(RATE, RATE, seed=3)
+    w = patch_weights(ctx)
+    num, den = 0.0, 0.0
+    for delay, offset in ((0, 0), (hop // 2, ctx // 2)):
         shifted = np.concatenate([np.zeros((delay, 2), np.float32), x])
-        spec = stft(shifted, card.n_fft, card.hop, card.window)
-        mask = estimate_mask(tiny_backend, network_magnitude(spec, card))
-        passes.append(istft(spec * np.concatenate([mask, mask[:, -1:]], axis=1), shifted.shape[0],
-                            card.n_fft, card.hop, card.window)[delay:])
+        spec = stft(shifted, card.n_fft, hop, card.window)
+        mag = network_magnitude(spec, card)
+        n_frames = mag.shape[-1]
+        padded = np.zeros((2, card.n_bins, offset + n_frames + ctx), np.float32)
+        padded[:, :, offset : offset + n_frames] = mag
+        frame_w = np.zeros(padded.shape[-1])
+        mask = np.zeros_like(padded)
+        for s in range(0, offset + n_frames, ctx):
+            mask[:, :, s : s + ctx] = tiny_backend(padded[:, None, :, s : s + ctx])[:, 0] * w
+            frame_w[s : s + ctx] = w
+        mask, frame_w = mask[:, :, offset : offset + n_frames], frame_w[offset : offset + n_frames]
+        num = num + istft(spec * extend_mask(mask, spec.shape[1]), shifted.shape[0], card.n_fft, hop, card.window)[delay:]
+        den = den + _overlap_weights(frame_w, shifted.shape[0], card)[delay:]
     two = Separator(tiny_backend, shifts=2).separate(x, RATE).vocals
-    np.testing.assert_allclose(two, resample((passes[0] + passes[1]) / 2, card.sample_rate, RATE), atol=1e-5)
-    assert np.abs(passes[0] - passes[1]).max() > 1e-3  # the delayed pass really differs
+    np.testing.assert_allclose(two, resample(num / den[:, None], card.sample_rate, RATE), atol=1e-5)
+
+
+def _overlap_weights(frame_w, n_samples, card):
+    """The weight each sample gets from per-frame weights: the constant signal 1 passed through
+    STFT, frame weighting and inverse STFT (exact, since the STFT is linear and inverts)."""
+    ones = np.ones((n_samples, 1), np.float32)
+    spec = stft(ones, card.n_fft, card.hop, card.window)
+    return istft(spec * frame_w, n_samples, card.n_fft, card.hop, card.window)[:, 0]
 
 
 def test_progress_counts_every_pass(tiny_backend):
