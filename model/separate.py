@@ -50,8 +50,9 @@ class Separation:
 
 
 def patch_weights(context_frames: int) -> NDArray[np.float32]:
-    """Triangular weight over a patch's frames: 1 at its centre, ``1 / context_frames`` at
-    its two border frames (never 0, so a single pass still covers every frame)."""
+    """Triangular weight over a patch's frames: ``1 - 1 / context_frames`` at its two centre
+    frames, ``1 / context_frames`` at its two border frames (never 0, so a single pass still
+    covers every frame)."""
     centre = (np.arange(context_frames) + 0.5) / (context_frames / 2)
     return (1.0 - np.abs(centre - 1.0)).astype(np.float32)
 
