@@ -92,6 +92,11 @@ class ModelCard:
     def front_end(self) -> FrontEnd:
         return FrontEnd(self.sample_rate, self.n_fft, self.hop, self.window)
 
+    def network_channels(self, n_channels: int) -> int:
+        """How many inputs the network sees per patch of ``n_channels`` audio: one for a
+        ``downmix`` card, else one per channel."""
+        return 1 if self.channels == "downmix" else n_channels
+
     @classmethod
     def from_front_end(cls, name: str, front_end: FrontEnd, **kwargs: Any) -> ModelCard:
         return cls(name=name, **dataclasses.asdict(front_end), **kwargs)

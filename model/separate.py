@@ -140,7 +140,7 @@ class Separator:
         vocals_sum = np.zeros(x.shape, dtype=np.float64)
         weight_sum = np.zeros(x.shape[0], dtype=np.float64)
         plan = [(k * card.hop // shifts, k * card.context_frames // shifts) for k in range(shifts)]
-        n_net = 1 if card.channels == "downmix" else x.shape[1]
+        n_net = card.network_channels(x.shape[1])
         patches = [n_net * len(patch_starts(n_frames_for(x.shape[0] + delay, card.n_fft, card.hop),
                                             card.context_frames, offset)) for delay, offset in plan]
         for k, (delay, offset) in enumerate(plan):

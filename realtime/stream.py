@@ -80,7 +80,7 @@ def time_inference(backend: Backend, n_channels: int, runs: int = 30, percentile
     """A percentile, in seconds, of one streaming inference (the window of ``n_channels``
     channels, or of their downmix for a ``downmix`` card), after ``warm_up`` untimed calls."""
     card = backend.card
-    n_net = 1 if card.channels == "downmix" else n_channels
+    n_net = card.network_channels(n_channels)
     window = np.random.default_rng(0).random((n_net, 1, card.n_bins, card.context_frames), dtype=np.float32)
     times = []
     for i in range(runs + warm_up):

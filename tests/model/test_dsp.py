@@ -19,7 +19,6 @@ def test_stft_istft_reconstructs_exactly(n_fft, hop):
     np.testing.assert_allclose(istft(spec, 5000, n_fft, hop, w), x, atol=2e-5)
 
 
-
 @pytest.mark.parametrize("n_fft,hop", PAIRS)
 def test_frame_weights_are_what_istft_applies(n_fft, hop):
     """Weighting the frames of a signal's STFT scales each sample by ``frame_weights``."""
@@ -31,6 +30,7 @@ def test_frame_weights_are_what_istft_applies(n_fft, hop):
     expected = frame_weights(weights, 3000, n_fft, hop, w)[:, None] * x
     np.testing.assert_allclose(istft(spec * weights, 3000, n_fft, hop, w), expected, atol=3e-5)
     np.testing.assert_allclose(frame_weights(np.ones(spec.shape[-1]), 3000, n_fft, hop, w), 1.0, atol=1e-6)
+
 
 @given(n_fft=st.sampled_from([64, 96, 128, 256]), hop_div=st.sampled_from([1, 4 / 3, 2, 3, 4]),
        n=st.integers(1, 900))
