@@ -17,7 +17,7 @@ import numpy as np
 
 from vocex.model.backends import ModelFiles, load_backend
 from vocex.model.separate import DEFAULT_SHIFTS, Separator
-from vocex.realtime.stream import StreamingSeparator, StreamingSettings, separate_streaming
+from vocex.realtime.stream import StreamingSeparator, separate_streaming, streaming_settings
 from vocex.train.data import DataError, iter_tracks
 from vocex.train.evaluate import evaluate
 
@@ -58,8 +58,7 @@ def run(root: Path, subset: str, streaming_files: ModelFiles, offline_files: Mod
     card = streaming_files.card
     rows = []
     for k, lookahead in settings:
-        s = StreamingSettings(k, lookahead)
-        s.validate(card)
+        s = streaming_settings(card, k, lookahead)  # the card's mask temperature too
         latency = StreamingSeparator(backend, n_channels, rate, s).latency_samples
         print(f"streaming K={k} L={lookahead}: {1000 * latency / rate:.1f} ms", flush=True)
 

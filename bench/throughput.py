@@ -151,7 +151,8 @@ def make_separator(system: str, threads: int, model: str | None = None):
         card = files.card
         return separate, {"model": str(files.card_path), "model_name": card.name, "backend": "onnx",
                           "sample_rate": card.sample_rate, "n_fft": card.n_fft, "hop": card.hop,
-                          "base_channels": card.base_channels, "shifts": DEFAULT_SHIFTS,
+                          "base_channels": card.base_channels, "shifts": separator.shifts,
+                          "mask_temperature": separator.temperature, "high_band": separator.high_band,
                           "version": _version("vocex")}
 
     import torch

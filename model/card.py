@@ -21,6 +21,9 @@ CARD_VERSION = 1
 #   "downmix": one mask from the magnitude of the channels' mean, applied to every channel
 #              (consistent across channels, and one inference whatever the channel count).
 CHANNEL_POLICIES = ("independent", "downmix")
+# Offline calibrations a card may set (see vocex.model.separate): the divisor of the mask's
+# logits, and whether the vocals get a high band above the model's band.
+OFFLINE_SETTINGS = ("mask_temperature", "high_band")
 
 
 class CardError(ValueError):
@@ -74,6 +77,7 @@ class ModelCard:
     scores: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     live: dict[str, Any] = field(default_factory=dict)
+    offline: dict[str, Any] = field(default_factory=dict)
     version: int = CARD_VERSION
 
     def __post_init__(self) -> None:
@@ -85,6 +89,11 @@ class ModelCard:
                 f"n_bins ({self.n_bins}) and context_frames ({self.context_frames}) must be "
                 "multiples of 64 (six stride-2 layers)"
             )
+        unknown = set(self.offline) - set(OFFLINE_SETTINGS)
+        if unknown:
+            raise CardError(f"unknown offline settings: {', '.join(sorted(unknown))}")
+        if not self.offline.get("mask_temperature", 1.0) > 0:
+            raise CardError(f"offline mask_temperature must be positive, got {self.offline['mask_temperature']}")
         if self.n_bins > self.n_fft // 2 + 1:
             raise CardError(f"n_bins {self.n_bins} exceeds the {self.n_fft // 2 + 1} STFT bins")
 

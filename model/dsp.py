@@ -149,3 +149,13 @@ def extend_mask(mask: NDArray[np.float32], n_freqs: int) -> NDArray[np.float32]:
         return mask[..., :n_freqs, :]
     top = np.repeat(mask[..., n_bins - 1 : n_bins, :], n_freqs - n_bins, axis=-2)
     return np.concatenate([mask, top], axis=-2)
+
+
+def soften(mask: NDArray[np.float32], temperature: float) -> NDArray[np.float32]:
+    """A sigmoid mask with its logits divided by ``temperature``:
+    ``m^p / (m^p + (1 - m)^p)`` with ``p = 1 / temperature`` (exact at 0 and 1)."""
+    if temperature == 1.0:
+        return mask
+    m = np.clip(mask, 0.0, 1.0).astype(np.float32, copy=False)
+    a, b = m ** (1.0 / temperature), (1.0 - m) ** (1.0 / temperature)
+    return a / (a + b)

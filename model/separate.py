@@ -14,7 +14,15 @@ The cost is one network call per frame and pass.  Two passes (the default) cost 
 pass of half-overlapping patches did and score about 0.3 dB better (the "shift trick" of
 Demucs, here with the patch overlap folded into it).  The accompaniment is the input minus
 the vocal estimate, so the two always sum to the input exactly and everything above the
-model's band (4096 Hz for the paper preset) goes to the accompaniment.
+model's band (4096 Hz for the paper preset) goes to the accompaniment, unless the high band
+is asked for: then, above the model's band, the input is scaled by the vocal share the
+model found in the top of its band (:data:`HIGH_BAND_FROM_HZ` up), frame by frame.  That
+helps songs whose highs are mostly voice and hurts songs with bright cymbals, so it is off
+unless the card or the caller switches it on.
+
+The model card's ``offline`` settings hold the calibrations, measured on validation songs:
+``mask_temperature`` divides the network's mask logits (a temperature above 1 softens an
+over-confident mask) and ``high_band`` switches the high band.
 """
 
 from __future__ import annotations
@@ -28,9 +36,10 @@ from numpy.typing import NDArray
 from vocex.model.audio import resample
 from vocex.model.backends import Backend
 from vocex.model.card import ModelCard
-from vocex.model.dsp import extend_mask, frame_weights, istft, n_frames_for, stft
+from vocex.model.dsp import extend_mask, frame_weights, istft, n_frames_for, soften, stft
 
 DEFAULT_SHIFTS = 2  # passes unless told otherwise: one network call per frame and pass
+HIGH_BAND_FROM_HZ = 2000.0  # the vocal share above the model's band is the share from here up
 Progress = Callable[[int, int], None]  # (done, total) patches
 
 
@@ -69,8 +78,10 @@ def weighted_mask(
     offset: int,
     batch_size: int = 8,
     progress: Progress | None = None,
+    temperature: float = 1.0,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """The backend's masks of one pass's patches, each times :func:`patch_weights`.
+    """The backend's masks of one pass's patches, softened (:func:`soften`), each times
+    :func:`patch_weights`.
 
     Args:
         magnitude: ``(n_channels, n_bins, n_frames)`` float32, ``n_bins`` the card's.
@@ -91,7 +102,7 @@ def weighted_mask(
     for i in range(0, len(jobs), batch_size):
         chunk = jobs[i : i + batch_size]
         batch = np.stack([padded[c, None, :, p * ctx : (p + 1) * ctx] for c, p in chunk])
-        for (c, p), m in zip(chunk, backend(batch)):
+        for (c, p), m in zip(chunk, soften(backend(batch), temperature)):
             weighted[c, :, p * ctx : (p + 1) * ctx] = m[0] * w
         if progress:
             progress(min(i + batch_size, len(jobs)), len(jobs))
@@ -118,14 +129,42 @@ def apply_mask(
     return istft(spec * full, n_samples, card.n_fft, card.hop, card.window)
 
 
-class Separator:
-    """Whole-file separation with one backend in ``shifts`` blended passes (see the module doc)."""
+def vocal_share(
+    weighted: NDArray[np.float32], magnitude: NDArray[np.float32], card: ModelCard,
+    from_hz: float = HIGH_BAND_FROM_HZ,
+) -> NDArray[np.float64]:
+    """The vocal share of each frame's magnitude (summed over channels) from ``from_hz`` to
+    the top of the model's band, times the frame's weight: ``(n_frames,)`` from one pass's
+    :func:`weighted_mask` output and the magnitude it masked."""
+    lo = int(np.ceil(from_hz * card.n_fft / card.sample_rate))
+    top = magnitude[:, lo:]
+    return (weighted[:, lo:] * top).sum(axis=(0, 1)) / np.maximum(top.sum(axis=(0, 1)), 1e-8)
 
-    def __init__(self, backend: Backend, batch_size: int = 8, shifts: int = DEFAULT_SHIFTS) -> None:
+
+def frame_centres(n_frames: int, card: ModelCard, delay: int = 0) -> NDArray[np.float64]:
+    """Sample times (at the model's rate) of the centres of :func:`stft` frames of a signal
+    delayed by ``delay`` samples, in the undelayed signal's time."""
+    return np.arange(n_frames) * card.hop + card.hop - card.n_fft / 2 - delay
+
+
+class Separator:
+    """Whole-file separation with one backend in ``shifts`` blended passes (see the module doc).
+
+    ``temperature`` and ``high_band`` default to the card's ``offline`` settings (1.0 and off).
+    """
+
+    def __init__(
+        self, backend: Backend, batch_size: int = 8, shifts: int = DEFAULT_SHIFTS,
+        temperature: float | None = None, high_band: bool | None = None,
+    ) -> None:
         card = backend.card
         limit = min(card.hop, card.context_frames)
         if shifts < 1 or shifts > limit:
             raise ValueError(f"shifts must be in 1..{limit} (the hop and the patch width), got {shifts}")
+        self.temperature = card.offline.get("mask_temperature", 1.0) if temperature is None else temperature
+        if not self.temperature > 0:
+            raise ValueError(f"the mask temperature must be positive, got {self.temperature}")
+        self.high_band = card.offline.get("high_band", False) if high_band is None else high_band
         self.backend = backend
         self.card = card
         self.batch_size = batch_size
@@ -137,8 +176,11 @@ class Separator:
         """Separate ``(n_samples, n_channels)`` float32 audio at ``sample_rate`` Hz."""
         card, shifts = self.card, self.shifts
         x = resample(audio, sample_rate, card.sample_rate)
+        t = np.arange(x.shape[0])
         vocals_sum = np.zeros(x.shape, dtype=np.float64)
         weight_sum = np.zeros(x.shape[0], dtype=np.float64)
+        share_sum = np.zeros(x.shape[0], dtype=np.float64)
+        share_weight = np.zeros(x.shape[0], dtype=np.float64)
         plan = [(k * card.hop // shifts, k * card.context_frames // shifts) for k in range(shifts)]
         n_net = card.network_channels(x.shape[1])
         patches = [n_net * len(patch_starts(n_frames_for(x.shape[0] + delay, card.n_fft, card.hop),
@@ -148,13 +190,27 @@ class Separator:
             spec = stft(shifted, card.n_fft, card.hop, card.window)
             pass_magnitude = network_magnitude(spec, card)
             pass_progress = None if progress is None else _pass_progress(progress, sum(patches[:k]), sum(patches))
-            weighted, weights = weighted_mask(self.backend, pass_magnitude, offset, self.batch_size, pass_progress)
+            weighted, weights = weighted_mask(self.backend, pass_magnitude, offset, self.batch_size,
+                                              pass_progress, self.temperature)
             vocals_sum += apply_mask(spec, weighted, card, shifted.shape[0])[delay:]
             weight_sum += frame_weights(weights, shifted.shape[0], card.n_fft, card.hop, card.window)[delay:]
+            if self.high_band:
+                centres = frame_centres(weights.shape[0], card, delay)
+                share_sum += np.interp(t, centres, vocal_share(weighted, pass_magnitude, card))
+                share_weight += np.interp(t, centres, weights)
             if k == 0:
                 magnitude, mask = pass_magnitude, weighted / weights
-        vocals_model = (vocals_sum / weight_sum[:, None]).astype(np.float32)
-        vocals = resample(vocals_model, card.sample_rate, sample_rate, n_out=audio.shape[0])
+        vocals_model = vocals_sum / weight_sum[:, None]
+        if not self.high_band or sample_rate <= card.sample_rate:
+            vocals = resample(vocals_model.astype(np.float32), card.sample_rate, sample_rate, n_out=audio.shape[0])
+            return Separation(vocals, audio - vocals, magnitude, mask)
+        # vocals + share * (input - its low band), with the low band's part folded in before
+        # resampling (the share varies slowly against the band edge): one resampling call.
+        share = share_sum / share_weight
+        low = (vocals_model - share[:, None] * x).astype(np.float32)
+        share_up = np.interp(np.arange(audio.shape[0]) * (card.sample_rate / sample_rate), t, share)
+        vocals = resample(low, card.sample_rate, sample_rate, n_out=audio.shape[0])
+        vocals += (share_up[:, None] * audio).astype(np.float32)
         return Separation(vocals, audio - vocals, magnitude, mask)
 
 

@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 
 from vocex.model.backends import Backend
 from vocex.model.card import ModelCard
-from vocex.model.dsp import analysis_window, extend_mask, synthesis_window
+from vocex.model.dsp import analysis_window, extend_mask, soften, synthesis_window
 
 MODES = ("karaoke", "vocals")
 RESAMPLER_QUALITY = "LQ"  # soxr: 0.5 ms (44.1 -> 48 kHz) / 10 ms (48 -> 44.1 kHz) of delay
@@ -40,10 +40,12 @@ RESAMPLER_QUALITY = "LQ"  # soxr: 0.5 ms (44.1 -> 48 kHz) / 10 ms (48 -> 44.1 kH
 @dataclass(frozen=True)
 class StreamingSettings:
     """How the live path uses a model: an inference every ``hop_batch`` (K) hops, whose newest
-    K mask columns are used after ``lookahead_frames`` (L) further frames of future context."""
+    K mask columns are used after ``lookahead_frames`` (L) further frames of future context,
+    softened by ``mask_temperature`` (:func:`vocex.model.dsp.soften`)."""
 
     hop_batch: int = 1
     lookahead_frames: int = 0
+    mask_temperature: float = 1.0
     resampler_quality: str = RESAMPLER_QUALITY
 
     def validate(self, card: ModelCard) -> None:
@@ -51,6 +53,8 @@ class StreamingSettings:
             raise ValueError("hop batch K must be >= 1 and lookahead L >= 0")
         if self.hop_batch + self.lookahead_frames > card.context_frames:
             raise ValueError(f"K + L must be at most context_frames ({card.context_frames})")
+        if not self.mask_temperature > 0:
+            raise ValueError(f"the mask temperature must be positive, got {self.mask_temperature}")
 
     def model_latency(self, card: ModelCard) -> int:
         """Algorithmic latency at the model's rate, in samples, without resampling."""
@@ -58,6 +62,7 @@ class StreamingSettings:
 
     def describe(self, card: ModelCard) -> dict[str, Any]:
         return {"hop_batch": self.hop_batch, "lookahead_frames": self.lookahead_frames,
+                "mask_temperature": self.mask_temperature,
                 "model_latency_ms": round(1000 * self.model_latency(card) / card.sample_rate, 2)}
 
 
@@ -95,7 +100,8 @@ def streaming_settings(card: ModelCard, hop_batch: int | None = None, lookahead:
     """Settings with the card's live defaults (``card.live``) filled in."""
     live = card.live
     s = StreamingSettings(hop_batch if hop_batch is not None else int(live.get("hop_batch", 1)),
-                          lookahead if lookahead is not None else int(live.get("lookahead_frames", 0)))
+                          lookahead if lookahead is not None else int(live.get("lookahead_frames", 0)),
+                          mask_temperature=float(live.get("mask_temperature", 1.0)))
     s.validate(card)
     return s
 
@@ -285,7 +291,8 @@ class MaskStream:
             self.timings.add(time.perf_counter() - t0)
             # a model that returns NaN/Inf never reaches the output: NaN -> 0, clip to [0, 1]
             mask = np.nan_to_num(mask[:, 0, :, ctx - L - K : ctx - L], nan=0.0, posinf=1.0, neginf=0.0)
-            full = extend_mask(np.clip(mask, 0.0, 1.0), self.spec.shape[1])  # (C or 1, n_freqs, K)
+            mask = soften(np.clip(mask, 0.0, 1.0), self.settings.mask_temperature)
+            full = extend_mask(mask, self.spec.shape[1])  # (C or 1, n_freqs, K)
         hist = K + L
         first = j - L - K + 1  # oldest frame the mask columns belong to
         for k in range(K):
@@ -537,6 +544,6 @@ def reference_vocals(
         first = j - L - K + 1
         for k in range(K):
             if 0 <= first + k < n_frames:
-                mask[:, :, first + k] = np.clip(cols[:, :, k], 0.0, 1.0)
+                mask[:, :, first + k] = soften(np.clip(cols[:, :, k], 0.0, 1.0), settings.mask_temperature)
     full = extend_mask(mask, spec.shape[1])
     return istft(spec * full, padded.shape[0], card.n_fft, hop, card.window)[:n]

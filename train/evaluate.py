@@ -11,6 +11,7 @@ ceiling of any mask this front end can apply).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import importlib.util
 import json
@@ -167,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lookahead", type=int, help="streaming: lookahead frames L (default: the live default)")
     p.add_argument("--shifts", type=int, default=DEFAULT_SHIFTS,
                    help=f"offline: passes at shifted STFT frames and patch borders, blended (default {DEFAULT_SHIFTS})")
+    p.add_argument("--mask-temperature", type=float, metavar="T",
+                   help="divide the mask's logits by T (default: the card's, offline or live)")
+    p.add_argument("--high-band", action="store_true",
+                   help="offline: give the vocals the model's top-band vocal share above its band")
     p.add_argument("--tracks", type=int, help="score only the first N tracks")
     p.add_argument("--no-baselines", action="store_true", help="skip the mixture and oracle references")
     p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
@@ -175,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.high_band and args.streaming:
+        return fail(PROG, "--high-band is for the offline path, not --streaming", EXIT_INPUT)
     if args.json.exists() and not args.force:
         return fail(PROG, f"{args.json} exists; use --force to overwrite", EXIT_OUTPUT)
     if not args.json.parent.is_dir():
@@ -186,11 +193,15 @@ def main(argv: list[str] | None = None) -> int:
         return fail(PROG, exc, EXIT_MODEL)
     card = files.card
     streaming_info: dict[str, Any] | None = None
+    offline_info: dict[str, Any] | None = None
     if args.streaming:
         from vocex.realtime.stream import separate_streaming, streaming_settings
 
         try:
             settings = streaming_settings(card, args.hop_batch, args.lookahead)
+            if args.mask_temperature is not None:
+                settings = dataclasses.replace(settings, mask_temperature=args.mask_temperature)
+                settings.validate(card)
         except ValueError as exc:
             return fail(PROG, exc, EXIT_INPUT)
         streaming_info = settings.describe(card)
@@ -200,9 +211,12 @@ def main(argv: list[str] | None = None) -> int:
             return vocals, track.mixture - vocals
     else:
         try:
-            separator = Separator(backend, shifts=args.shifts)
+            separator = Separator(backend, shifts=args.shifts, temperature=args.mask_temperature,
+                                  high_band=True if args.high_band else None)
         except ValueError as exc:
-            return fail(PROG, f"--shifts: {exc}", EXIT_INPUT)
+            return fail(PROG, exc, EXIT_INPUT)
+        offline_info = {"shifts": separator.shifts, "mask_temperature": separator.temperature,
+                        "high_band": separator.high_band}
 
         def estimate(track: Track) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
             sep = separator.separate(track.mixture, track.sample_rate)
@@ -216,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(PROG, "interrupted", 130)
     report = {"model": str(files.card_path), "model_name": card.name, "backend": backend.name,
               "musdb_root": str(args.musdb_root), "subset": args.subset, "streaming": streaming_info,
-              "shifts": None if args.streaming else args.shifts, **report}
+              "offline": offline_info, **report}
     from vocex.model.files import atomic_path
 
     print_table(report)

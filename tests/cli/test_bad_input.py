@@ -121,6 +121,12 @@ def test_separate_bad_audio(bad, tmp_path, capsys, case):
     assert not (tmp_path / "out").exists()
 
 
+def test_separate_high_band_is_offline_only(bad, tmp_path, capsys):
+    _check(S, [str(bad["good"]), "-o", str(tmp_path / "out"), "--model", str(bad["model"]), "--streaming",
+               "--high-band"], 2, "--high-band is for the offline path", capsys, bad["root"])
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("shifts", ["0", "100000"])
 def test_separate_bad_shifts(bad, tmp_path, capsys, shifts):
     _check(S, [str(bad["good"]), "-o", str(tmp_path / "out"), "--model", str(bad["model"]), "--shifts", shifts],
@@ -213,6 +219,10 @@ EVAL_CASES = {
     "empty folder": (lambda b, t: ["--musdb-root", str(t)], 2, "neither a MUSDB18"),
     "bad K": (lambda b, t: ["--musdb-root", str(b["musdb"]), "--streaming", "--hop-batch", "0"], 2, "hop batch K"),
     "bad shifts": (lambda b, t: ["--musdb-root", str(b["musdb"]), "--shifts", "0"], 2, "shifts must be in 1.."),
+    "bad temperature": (lambda b, t: ["--musdb-root", str(b["musdb"]), "--mask-temperature", "0"], 2,
+                        "temperature must be positive"),
+    "high band streaming": (lambda b, t: ["--musdb-root", str(b["musdb"]), "--streaming", "--high-band"], 2,
+                            "--high-band is for the offline path"),
     "json exists": (lambda b, t: ["--musdb-root", str(b["musdb"]), "--json", str(b["exists_json"])], 4, "exists"),
     "no json folder": (lambda b, t: ["--musdb-root", str(b["musdb"]), "--json", str(t / "no" / "e.json")], 4,
                        "does not exist"),

@@ -1,4 +1,5 @@
-"""Offline separation: blended passes at shifted STFT frames and shifted patch borders."""
+"""Offline separation: blended passes at shifted STFT frames and shifted patch borders, the
+mask temperature and the high band above the model's band."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import pytest
 
 from tests.conftest import tone_mix
 from vocex.model.audio import resample
-from vocex.model.dsp import extend_mask, istft, stft
-from vocex.model.separate import Separator, network_magnitude, patch_weights, weighted_mask
+from vocex.model.dsp import extend_mask, istft, soften, stft
+from vocex.model.card import CardError
+from vocex.model.separate import HIGH_BAND_FROM_HZ, Separator, network_magnitude, patch_weights, weighted_mask
 
 RATE = 8000  # the tiny card's rate: no resampling in these tests
 
@@ -23,6 +25,20 @@ class ConstantMask:
 
     def __call__(self, magnitude):
         return np.full_like(magnitude, self.value)
+
+
+class BandMask:
+    """A backend whose mask is ``below`` under ``split_hz`` and ``above`` from there up."""
+
+    name = "band"
+
+    def __init__(self, card, split_hz: float, below: float, above: float) -> None:
+        self.card = card
+        f = np.arange(card.n_bins) * card.sample_rate / card.n_fft
+        self.column = np.where(f < split_hz, below, above).astype(np.float32)
+
+    def __call__(self, magnitude):
+        return np.broadcast_to(self.column[:, None], magnitude.shape).copy()
 
 
 class CallIndexMask:
@@ -129,3 +145,73 @@ def test_progress_counts_every_pass(tiny_backend):
 def test_bad_shifts_are_refused(tiny_backend, shifts):
     with pytest.raises(ValueError, match="shifts must be in 1.."):
         Separator(tiny_backend, shifts=shifts)
+
+
+def test_soften_divides_the_logits():
+    m = np.array([0.0, 0.01, 0.2, 0.5, 0.9, 1.0], np.float32)
+    assert soften(m, 1.0) is m
+    soft = soften(m, 2.0)
+    np.testing.assert_array_equal(soft[[0, 3, 5]], [0.0, 0.5, 1.0])
+    logit = lambda v: np.log(v / (1 - v))  # noqa: E731
+    np.testing.assert_allclose(logit(soft[1:-1]), logit(m[1:-1]) / 2.0, rtol=1e-4)
+    sharp = soften(m, 0.5)
+    assert np.all(np.abs(soft - 0.5) <= np.abs(m - 0.5)) and np.all(np.abs(sharp - 0.5) >= np.abs(m - 0.5))
+
+
+def test_the_temperature_comes_from_the_card_or_the_caller(tiny_backend):
+    card = tiny_backend.card
+    warm = ConstantMask(card.replace(offline={"mask_temperature": 3.0}), 0.8)
+    x = tone_mix(RATE, RATE)
+    expected = float(soften(np.float32(0.8), 3.0))
+    np.testing.assert_allclose(Separator(warm).separate(x, RATE).vocals, expected * x, atol=1e-5)
+    np.testing.assert_allclose(Separator(warm, temperature=1.0).separate(x, RATE).vocals, 0.8 * x, atol=1e-5)
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        Separator(tiny_backend, temperature=0.0)
+
+
+def test_cards_refuse_bad_offline_settings(tiny_backend):
+    with pytest.raises(CardError, match="unknown offline settings: shifts"):
+        tiny_backend.card.replace(offline={"shifts": 4})
+    with pytest.raises(CardError, match="must be positive"):
+        tiny_backend.card.replace(offline={"mask_temperature": -1})
+
+
+def _tones(n: int, rate: int, freqs: tuple[float, ...]) -> np.ndarray:
+    t = np.arange(n) / rate
+    mono = sum(0.2 * np.sin(2 * np.pi * f * t) for f in freqs)
+    return np.stack([mono, 0.5 * mono], axis=1).astype(np.float32)
+
+
+@pytest.mark.parametrize("shifts", [1, 2])
+@pytest.mark.parametrize("value", [1.0, 0.3])
+def test_high_band_carries_a_constant_mask_to_the_full_band(tiny_backend, shifts, value):
+    """At twice the model's rate a constant mask scales the whole input, above the model's
+    band too; without the high band (the default) everything above it stays in the
+    accompaniment.  The card's ``offline`` setting switches it like the argument."""
+    rate = 2 * RATE
+    x = _tones(rate, rate, (440.0, 3000.0, 6000.0))
+    sep = Separator(ConstantMask(tiny_backend.card, value), shifts=shifts, high_band=True).separate(x, rate)
+    np.testing.assert_allclose(sep.vocals, value * x, atol=1e-4)
+    on_card = ConstantMask(tiny_backend.card.replace(offline={"high_band": True}), value)
+    np.testing.assert_array_equal(Separator(on_card, shifts=shifts).separate(x, rate).vocals, sep.vocals)
+    low_only = Separator(ConstantMask(tiny_backend.card, value), shifts=shifts).separate(x, rate)
+    above = _band_rms(x - low_only.vocals, rate, 5000, 7000) / _band_rms(x, rate, 5000, 7000)
+    assert above == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("top", [0.0, 1.0])
+def test_high_band_follows_the_top_of_the_model_band(tiny_backend, top):
+    """The share above the band is the mask's from HIGH_BAND_FROM_HZ up, not below it."""
+    rate = 2 * RATE
+    x = _tones(rate, rate, (500.0, 3000.0, 6000.0))
+    backend = BandMask(tiny_backend.card, HIGH_BAND_FROM_HZ, below=1.0 - top, above=top)
+    sep = Separator(backend, high_band=True).separate(x, rate)
+    share = _band_rms(sep.vocals, rate, 5000, 7000) / _band_rms(x, rate, 5000, 7000)
+    assert share == pytest.approx(top, abs=0.01)
+    np.testing.assert_allclose(sep.vocals + sep.accompaniment, x, atol=1e-6)
+
+
+def _band_rms(audio: np.ndarray, rate: int, lo: float, hi: float) -> float:
+    spec = np.fft.rfft(audio[:, 0])
+    f = np.fft.rfftfreq(audio.shape[0], 1 / rate)
+    return float(np.sqrt(np.sum(np.abs(spec[(f >= lo) & (f < hi)]) ** 2)))

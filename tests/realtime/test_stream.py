@@ -31,6 +31,16 @@ def test_streaming_equals_offline_reference(tiny_backend, K, L):
     assert np.abs(ref).max() > 0.01
 
 
+def test_the_mask_temperature_softens_the_streamed_mask(tiny_backend):
+    x = tone_mix(RATE, RATE, seed=2)
+    plain, warm = StreamingSettings(4, 1), StreamingSettings(4, 1, mask_temperature=2.0)
+    got = separate_streaming(tiny_backend, x, RATE, warm, block_size=256)
+    np.testing.assert_allclose(got, reference_vocals(tiny_backend, x, warm), atol=2e-5)
+    assert np.abs(got - reference_vocals(tiny_backend, x, plain)).max() > 1e-3
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        StreamingSeparator(tiny_backend, 2, RATE, StreamingSettings(mask_temperature=0.0))
+
+
 @pytest.mark.parametrize("K,L", [(1, 0), (3, 2)])
 def test_latency_is_exact_without_resampling(tiny_backend, K, L):
     s = StreamingSettings(K, L)
