@@ -151,6 +151,13 @@ def extend_mask(mask: NDArray[np.float32], n_freqs: int) -> NDArray[np.float32]:
     return np.concatenate([mask, top], axis=-2)
 
 
+def check_temperature(temperature: float) -> float:
+    """``temperature`` if it is a valid :func:`soften` temperature (positive), else ValueError."""
+    if not temperature > 0:
+        raise ValueError(f"the mask temperature must be positive, got {temperature}")
+    return temperature
+
+
 def soften(mask: NDArray[np.float32], temperature: float) -> NDArray[np.float32]:
     """A sigmoid mask with its logits divided by ``temperature``:
     ``m^p / (m^p + (1 - m)^p)`` with ``p = 1 / temperature`` (exact at 0 and 1)."""

@@ -36,7 +36,7 @@ from numpy.typing import NDArray
 from vocex.model.audio import resample
 from vocex.model.backends import Backend
 from vocex.model.card import ModelCard
-from vocex.model.dsp import extend_mask, frame_weights, istft, n_frames_for, soften, stft
+from vocex.model.dsp import check_temperature, extend_mask, frame_weights, istft, n_frames_for, soften, stft
 
 DEFAULT_SHIFTS = 2  # passes unless told otherwise: one network call per frame and pass
 HIGH_BAND_FROM_HZ = 2000.0  # the vocal share above the model's band is the share from here up
@@ -161,9 +161,8 @@ class Separator:
         limit = min(card.hop, card.context_frames)
         if shifts < 1 or shifts > limit:
             raise ValueError(f"shifts must be in 1..{limit} (the hop and the patch width), got {shifts}")
-        self.temperature = card.offline.get("mask_temperature", 1.0) if temperature is None else temperature
-        if not self.temperature > 0:
-            raise ValueError(f"the mask temperature must be positive, got {self.temperature}")
+        self.temperature = check_temperature(card.offline.get("mask_temperature", 1.0) if temperature is None
+                                             else temperature)
         self.high_band = card.offline.get("high_band", False) if high_band is None else high_band
         self.backend = backend
         self.card = card
@@ -176,11 +175,13 @@ class Separator:
         """Separate ``(n_samples, n_channels)`` float32 audio at ``sample_rate`` Hz."""
         card, shifts = self.card, self.shifts
         x = resample(audio, sample_rate, card.sample_rate)
-        t = np.arange(x.shape[0])
         vocals_sum = np.zeros(x.shape, dtype=np.float64)
         weight_sum = np.zeros(x.shape[0], dtype=np.float64)
-        share_sum = np.zeros(x.shape[0], dtype=np.float64)
-        share_weight = np.zeros(x.shape[0], dtype=np.float64)
+        high_band = self.high_band and sample_rate > card.sample_rate  # else there is none
+        if high_band:
+            t = np.arange(x.shape[0])
+            share_sum = np.zeros(x.shape[0], dtype=np.float64)
+            share_weight = np.zeros(x.shape[0], dtype=np.float64)
         plan = [(k * card.hop // shifts, k * card.context_frames // shifts) for k in range(shifts)]
         n_net = card.network_channels(x.shape[1])
         patches = [n_net * len(patch_starts(n_frames_for(x.shape[0] + delay, card.n_fft, card.hop),
@@ -194,14 +195,14 @@ class Separator:
                                               pass_progress, self.temperature)
             vocals_sum += apply_mask(spec, weighted, card, shifted.shape[0])[delay:]
             weight_sum += frame_weights(weights, shifted.shape[0], card.n_fft, card.hop, card.window)[delay:]
-            if self.high_band:
+            if high_band:
                 centres = frame_centres(weights.shape[0], card, delay)
                 share_sum += np.interp(t, centres, vocal_share(weighted, pass_magnitude, card))
                 share_weight += np.interp(t, centres, weights)
             if k == 0:
                 magnitude, mask = pass_magnitude, weighted / weights
         vocals_model = vocals_sum / weight_sum[:, None]
-        if not self.high_band or sample_rate <= card.sample_rate:
+        if not high_band:
             vocals = resample(vocals_model.astype(np.float32), card.sample_rate, sample_rate, n_out=audio.shape[0])
             return Separation(vocals, audio - vocals, magnitude, mask)
         # vocals + share * (input - its low band), with the low band's part folded in before

@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 
 from vocex.model.backends import Backend
 from vocex.model.card import ModelCard
-from vocex.model.dsp import analysis_window, extend_mask, soften, synthesis_window
+from vocex.model.dsp import analysis_window, check_temperature, extend_mask, soften, synthesis_window
 
 MODES = ("karaoke", "vocals")
 RESAMPLER_QUALITY = "LQ"  # soxr: 0.5 ms (44.1 -> 48 kHz) / 10 ms (48 -> 44.1 kHz) of delay
@@ -53,8 +53,7 @@ class StreamingSettings:
             raise ValueError("hop batch K must be >= 1 and lookahead L >= 0")
         if self.hop_batch + self.lookahead_frames > card.context_frames:
             raise ValueError(f"K + L must be at most context_frames ({card.context_frames})")
-        if not self.mask_temperature > 0:
-            raise ValueError(f"the mask temperature must be positive, got {self.mask_temperature}")
+        check_temperature(self.mask_temperature)
 
     def model_latency(self, card: ModelCard) -> int:
         """Algorithmic latency at the model's rate, in samples, without resampling."""
@@ -96,12 +95,14 @@ def time_inference(backend: Backend, n_channels: int, runs: int = 30, percentile
     return float(np.percentile(times, percentile))
 
 
-def streaming_settings(card: ModelCard, hop_batch: int | None = None, lookahead: int | None = None) -> StreamingSettings:
+def streaming_settings(card: ModelCard, hop_batch: int | None = None, lookahead: int | None = None,
+                       mask_temperature: float | None = None) -> StreamingSettings:
     """Settings with the card's live defaults (``card.live``) filled in."""
     live = card.live
     s = StreamingSettings(hop_batch if hop_batch is not None else int(live.get("hop_batch", 1)),
                           lookahead if lookahead is not None else int(live.get("lookahead_frames", 0)),
-                          mask_temperature=float(live.get("mask_temperature", 1.0)))
+                          mask_temperature if mask_temperature is not None
+                          else float(live.get("mask_temperature", 1.0)))
     s.validate(card)
     return s
 

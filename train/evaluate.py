@@ -11,7 +11,6 @@ ceiling of any mask this front end can apply).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import importlib.util
 import json
@@ -198,10 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         from vocex.realtime.stream import separate_streaming, streaming_settings
 
         try:
-            settings = streaming_settings(card, args.hop_batch, args.lookahead)
-            if args.mask_temperature is not None:
-                settings = dataclasses.replace(settings, mask_temperature=args.mask_temperature)
-                settings.validate(card)
+            settings = streaming_settings(card, args.hop_batch, args.lookahead, args.mask_temperature)
         except ValueError as exc:
             return fail(PROG, exc, EXIT_INPUT)
         streaming_info = settings.describe(card)
