@@ -20,8 +20,9 @@ import numpy as np
 from vocex.model.audio import AudioError, read_audio, write_audio
 from vocex.model.backends import ModelError, load_backend, resolve_model
 from vocex.model.cli import (EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK,
-                             EXIT_OUTPUT, add_model_arguments, fail)
-from vocex.model.separate import DEFAULT_SHIFTS, Separation, Separator
+                             EXIT_OUTPUT, add_model_arguments, add_separation_arguments, fail,
+                             separation_conflict)
+from vocex.model.separate import Separation, Separator
 from vocex.realtime.stream import separate_streaming, streaming_settings
 
 PROG = "vocex-separate"
@@ -34,17 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out-dir", type=Path, required=True, help="output folder")
     add_model_arguments(p)
     p.add_argument("--batch-size", type=int, default=8, help="patches per inference call")
-    p.add_argument("--shifts", type=int, default=DEFAULT_SHIFTS,
-                   help=f"offline: passes at shifted STFT frames and patch borders, blended (default "
-                   f"{DEFAULT_SHIFTS}; each pass costs one network call per frame; 4 gains about 0.1 dB "
-                   "at twice the compute, 1 is twice as fast and about 0.2 dB worse)")
-    p.add_argument("--high-band", action="store_true",
-                   help="give the vocals the model's top-band vocal share above its band (brighter "
-                        "vocals; helps when the highs are mostly voice, hurts with bright cymbals)")
-    p.add_argument("--streaming", action="store_true",
-                   help="run the live streaming separator block by block (what vocex-live plays)")
-    p.add_argument("--hop-batch", type=int, help="streaming: hops per inference K (default: the model card's)")
-    p.add_argument("--lookahead", type=int, help="streaming: lookahead frames L (default: the model card's)")
+    add_separation_arguments(p, "run the live streaming separator block by block (what vocex-live plays)")
     p.add_argument("--block-size", type=int, default=256, help="streaming: host block size in samples")
     p.add_argument("--plot", action="store_true", help="also write spectrogram.png (input, mask, vocals)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
@@ -110,8 +101,9 @@ def _writable(folder: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.high_band and args.streaming:
-        return fail(PROG, "--high-band is for the offline path, not --streaming", EXIT_INPUT)
+    conflict = separation_conflict(args)
+    if conflict:
+        return fail(PROG, conflict, EXIT_INPUT)
     try:
         folders = _outputs(args)
         audio_in = {}
@@ -120,9 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         files = resolve_model(args.model)
         backend = load_backend(files, args.backend, args.accel, args.threads)
         try:
-            separator = Separator(backend, args.batch_size, args.shifts, high_band=True if args.high_band else None)
+            separator = Separator(backend, args.batch_size, args.shifts, args.mask_temperature,
+                                  high_band=True if args.high_band else None)
         except ValueError as exc:
-            return fail(PROG, f"--shifts: {exc}", EXIT_INPUT)
+            return fail(PROG, exc, EXIT_INPUT)
         for folder in folders.values():
             _writable(folder)
     except AudioError as exc:
@@ -137,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.streaming and args.plot:
         return fail(PROG, "--plot needs the offline separator (drop --streaming)", EXIT_INPUT)
     try:
-        settings = streaming_settings(files.card, args.hop_batch, args.lookahead) if args.streaming else None
+        settings = streaming_settings(files.card, args.hop_batch, args.lookahead, args.mask_temperature) if args.streaming else None
     except ValueError as exc:
         return fail(PROG, exc, EXIT_INPUT)
     try:

@@ -27,9 +27,10 @@ from numpy.typing import NDArray
 from vocex.model.audio import AudioError, resample
 from vocex.model.backends import ModelError, load_backend, resolve_model
 from vocex.model.card import ModelCard
-from vocex.model.cli import EXIT_INPUT, EXIT_MODEL, EXIT_OK, EXIT_OUTPUT, add_model_arguments, fail
+from vocex.model.cli import (EXIT_INPUT, EXIT_MODEL, EXIT_OK, EXIT_OUTPUT, add_model_arguments,
+                             add_separation_arguments, fail, separation_conflict)
 from vocex.model.dsp import istft, stft
-from vocex.model.separate import DEFAULT_SHIFTS, Separator
+from vocex.model.separate import Separator
 from vocex.train.data import DataError, Track, detect_layout, iter_tracks
 
 PROG = "vocex-eval"
@@ -162,15 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subset", choices=("train", "test"), default="test")
     p.add_argument("--json", type=Path, required=True, help="where to write the report")
     add_model_arguments(p)
-    p.add_argument("--streaming", action="store_true", help="score the live (streaming) separator")
-    p.add_argument("--hop-batch", type=int, help="streaming: hops per inference K (default: the live default)")
-    p.add_argument("--lookahead", type=int, help="streaming: lookahead frames L (default: the live default)")
-    p.add_argument("--shifts", type=int, default=DEFAULT_SHIFTS,
-                   help=f"offline: passes at shifted STFT frames and patch borders, blended (default {DEFAULT_SHIFTS})")
-    p.add_argument("--mask-temperature", type=float, metavar="T",
-                   help="divide the mask's logits by T (default: the card's, offline or live)")
-    p.add_argument("--high-band", action="store_true",
-                   help="offline: give the vocals the model's top-band vocal share above its band")
+    add_separation_arguments(p, "score the live (streaming) separator")
     p.add_argument("--tracks", type=int, help="score only the first N tracks")
     p.add_argument("--no-baselines", action="store_true", help="skip the mixture and oracle references")
     p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
@@ -179,8 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.high_band and args.streaming:
-        return fail(PROG, "--high-band is for the offline path, not --streaming", EXIT_INPUT)
+    conflict = separation_conflict(args)
+    if conflict:
+        return fail(PROG, conflict, EXIT_INPUT)
     if args.json.exists() and not args.force:
         return fail(PROG, f"{args.json} exists; use --force to overwrite", EXIT_OUTPUT)
     if not args.json.parent.is_dir():

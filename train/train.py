@@ -51,6 +51,7 @@ class TrainConfig:
     random_mix: bool = True
     newest_weight: float = 0.0
     newest_columns: int = 0
+    newest_lookahead: int = 0
     random_context: float = 0.0
     init: Path | None = None
 
@@ -103,11 +104,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--newest-weight", type=float, default=0.0,
                    help="extra loss weight on the newest --newest-columns frames (live models)")
     p.add_argument("--newest-columns", type=int, default=0)
+    p.add_argument("--newest-lookahead", type=int, default=0,
+                   help="the weighted columns end this many frames before the newest: the columns a "
+                        "stream with lookahead L outputs (vocex-live --lookahead L)")
     p.add_argument("--random-context", type=float, default=TrainConfig.random_context,
                    help="share of patches whose oldest columns are zeroed at random (live models: the "
                         "window a stream has while it fills, so the right edge is learnt with any context)")
     p.add_argument("--init", type=Path, help="start from these weights (a model.pt of the same shape)")
     return p
+
+
+def column_weights(frames: int, columns: int, weight: float, lookahead: int = 0) -> np.ndarray:
+    """Loss weights over a patch's ``frames`` columns: 1, plus ``weight`` on the ``columns``
+    that a stream with ``lookahead`` frames of future context outputs, i.e. columns
+    ``[frames - lookahead - columns, frames - lookahead)``."""
+    out = np.ones(frames, dtype=np.float32)
+    out[frames - lookahead - columns : frames - lookahead] += weight
+    return out
 
 
 def _distributed() -> tuple[int, int]:
@@ -166,8 +179,8 @@ def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object]) -> Path:
 
     weights = None
     if cfg.newest_weight > 0 and cfg.newest_columns > 0:
-        weights = torch.ones(cfg.context_frames, device=device)
-        weights[-cfg.newest_columns :] += cfg.newest_weight
+        weights = torch.from_numpy(column_weights(cfg.context_frames, cfg.newest_columns, cfg.newest_weight,
+                                                  cfg.newest_lookahead)).to(device)
 
     val_rng_seed = 12345
     val_sampler = PatchSampler(val_set, fe, cfg.n_bins, cfg.context_frames, seed=val_rng_seed)
@@ -206,7 +219,7 @@ def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object]) -> Path:
                 group["lr"] = _cosine_lr(cfg, step)
             mix, voc = sampler.batch(cfg.batch_size)
             if cfg.random_context > 0:
-                shorten_context(mix, voc, cfg.random_context, max(cfg.newest_columns, 1),
+                shorten_context(mix, voc, cfg.random_context, max(cfg.newest_columns + cfg.newest_lookahead, 1),
                                 np.random.default_rng([cfg.seed, rank, step]))
             m, v = torch.from_numpy(mix).to(device), torch.from_numpy(voc).to(device)
             loss = l1_loss(net(m), m, v, weights)
@@ -241,6 +254,7 @@ def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object]) -> Path:
                 "optimizer": f"Adam lr {cfg.lr} cosine to {cfg.min_lr}",
                 "loss": "L1(mask * mixture, vocals)"
                 + (f", newest {cfg.newest_columns} columns weighted +{cfg.newest_weight}" if weights is not None else "")
+                + (f" (lookahead {cfg.newest_lookahead})" if weights is not None and cfg.newest_lookahead else "")
                 + (f", oldest columns zeroed in {cfg.random_context:.0%} of patches" if cfg.random_context > 0 else ""),
                 "random_mix": cfg.random_mix, "seed": cfg.seed,
                 "init": str(cfg.init) if cfg.init else None,
@@ -280,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
             return fail("vocex-train", f"--{name.replace('_', '-')} must be at least 1", EXIT_INPUT)
     if not cfg.lr > 0 or cfg.min_lr < 0 or (cfg.minutes is not None and not cfg.minutes > 0):
         return fail("vocex-train", "--lr and --minutes must be positive, --min-lr not negative", EXIT_INPUT)
+    if cfg.newest_columns < 0 or cfg.newest_lookahead < 0 or cfg.newest_columns + cfg.newest_lookahead > cfg.context_frames:
+        return fail("vocex-train", f"--newest-columns {cfg.newest_columns} and --newest-lookahead {cfg.newest_lookahead} "
+                    f"must be non-negative and fit in --context-frames {cfg.context_frames}", EXIT_INPUT)
     if not 0.0 <= cfg.random_context <= 1.0:
         return fail("vocex-train", f"--random-context is a share of patches, 0 to 1; got {cfg.random_context}", EXIT_INPUT)
     if cfg.init is not None:

@@ -127,10 +127,16 @@ def test_separate_high_band_is_offline_only(bad, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_separate_bad_temperature(bad, tmp_path, capsys):
+    _check(S, [str(bad["good"]), "-o", str(tmp_path / "out"), "--model", str(bad["model"]), "--mask-temperature",
+               "-1"], 2, "temperature must be positive", capsys, bad["root"])
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("shifts", ["0", "100000"])
 def test_separate_bad_shifts(bad, tmp_path, capsys, shifts):
     _check(S, [str(bad["good"]), "-o", str(tmp_path / "out"), "--model", str(bad["model"]), "--shifts", shifts],
-           2, "--shifts: shifts must be in 1..", capsys, bad["root"])
+           2, "shifts must be in 1..", capsys, bad["root"])
     assert not (tmp_path / "out").exists()
 
 

@@ -78,3 +78,24 @@ def test_random_context_zeroes_only_the_oldest_columns(musdb_hq, tmp_path):
                  "--newest-columns", "4", "--newest-weight", "2", *TINY_ARGS]) == 0
     loss = json.loads((out / "model.json").read_text())["training"]["loss"]
     assert "newest 4 columns weighted +2.0" in loss and "oldest columns zeroed in 50% of patches" in loss
+
+
+def test_column_weights_follow_the_live_output_columns(musdb_hq, tmp_path, capsys):
+    import numpy as np
+
+    from vocex.train.train import column_weights
+
+    np.testing.assert_array_equal(column_weights(8, 3, 4.0), [1, 1, 1, 1, 1, 5, 5, 5])
+    # with lookahead L the stream outputs the K columns that end L frames before the newest
+    np.testing.assert_array_equal(column_weights(8, 3, 4.0, lookahead=2), [1, 1, 1, 5, 5, 5, 1, 1])
+
+    out = tmp_path / "run"
+    assert main(["--out", str(out), "--musdb-root", str(musdb_hq), "--steps", "2", "--newest-columns", "4",
+                 "--newest-weight", "2", "--newest-lookahead", "1", *TINY_ARGS]) == 0
+    loss = json.loads((out / "model.json").read_text())["training"]["loss"]
+    assert "newest 4 columns weighted +2.0 (lookahead 1)" in loss
+    capsys.readouterr()
+    assert main(["--out", str(tmp_path / "bad"), "--musdb-root", str(musdb_hq), "--newest-columns", "4",
+                 "--newest-lookahead", "61", *TINY_ARGS]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--newest-lookahead 61" in err
