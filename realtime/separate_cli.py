@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.streaming and args.plot:
         return fail(PROG, "--plot needs the offline separator (drop --streaming)", EXIT_INPUT)
     try:
-        settings = streaming_settings(files.card, args.hop_batch, args.lookahead, args.mask_temperature) if args.streaming else None
+        settings = (streaming_settings(files.card, args.hop_batch, args.lookahead, args.mask_temperature)
+                    if args.streaming else None)
     except ValueError as exc:
         return fail(PROG, exc, EXIT_INPUT)
     try:
