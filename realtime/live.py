@@ -179,6 +179,7 @@ class LiveEngine:
                         dtype=np.float32)
         self.sep.process_block(warm)
         self.sep.reset()
+        core.timings.clear()  # the run's statistics start with the run
         return time_inference(core.backend, self.n_ch, runs=5, percentile=50, warm_up=0)
 
     def open(self) -> None:
@@ -191,6 +192,10 @@ class LiveEngine:
             block_s = self.block_size / self.sep.sample_rate
             self.prefill_blocks = 2 + math.ceil(3 * t_inf / block_s)
         self.prefill = self.prefill_blocks * self.block_size
+        # how long the worker may spend on one chunk (it starts one block after the device
+        # read it) before the device reads past the prefilled output: a longer stall is late
+        self.stats.details["prefill_slack_ms"] = round(1000 * (self.prefill_blocks - 1) * self.block_size
+                                                       / self.sep.sample_rate, 3)
 
         ring_size = 1 << max(14, (8 * self.chunk).bit_length())
         self.ring_in = rtmixer.RingBuffer(4 * self.n_ch, ring_size)

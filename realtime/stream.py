@@ -135,6 +135,10 @@ class TimingRing:
         self.count = 0
         self.max = 0.0
 
+    def clear(self) -> None:
+        self.count = 0
+        self.max = 0.0
+
     def add(self, seconds: float) -> None:
         self.values[self.count % len(self.values)] = seconds
         self.count += 1

@@ -46,8 +46,8 @@ def _live(server: JackServer, tmp_path, seconds: float, *extra: str) -> subproce
 
 
 def _play(server, proc, signal, tail=1.5):
-    ins = wait_for_ports(server.name, "PortAudio:in", 2, proc=proc)
-    outs = wait_for_ports(server.name, "PortAudio:out", 2, proc=proc)
+    ins = wait_for_ports(server.name, "PortAudio:in", signal.shape[1], proc=proc)
+    outs = wait_for_ports(server.name, "PortAudio:out", signal.shape[1], proc=proc)
     time.sleep(1.0)  # let vocex-live settle into its steady state
     return PlayRecord(server.name, signal, ins, outs, tail=tail).run()
 
@@ -80,7 +80,7 @@ def _clean_run(jack_server, tmp_path, seconds: float, *extra: str, song=None, ju
     the xruns of every client, this test's Python player and recorder included; on this shared
     2-core VM the kernel delays real-time threads by several ms now and then, measured with
     cyclictest).  A run that fails this is reported and repeated; if none is clean the test
-    fails with every run's figures."""
+    fails with every run's figures, unless the machine stalled every run (see ``_stalled``)."""
     failures = []
     for attempt in range(1, ATTEMPTS + 1):
         folder = tmp_path / f"attempt{attempt}"
@@ -104,12 +104,30 @@ def _clean_run(jack_server, tmp_path, seconds: float, *extra: str, song=None, ju
                 print(f"clean on attempt {attempt}; earlier: {failures}")
             return rec, stats
         failures.append({"attempt": attempt, "late_blocks": stats["late_blocks"], "restarts": stats["restarts"],
-                         "steady_xruns_s": steady, "load": stats["load"], "check": verdict})
-    if all(f["steady_xruns_s"] for f in failures):
-        # JACK's own graph missed deadlines in every run (this VM's real-time scheduling stalls
-        # by several ms, measured with cyclictest): nothing here can be judged, so say so
-        pytest.skip(f"JACK xruns in all {ATTEMPTS} runs (machine stalls), no run could be judged: {failures}")
+                         "steady_xruns_s": steady, "load": stats["load"], "inference_ms": stats["inference_ms"],
+                         "slack_ms": stats["details"]["prefill_slack_ms"], "check": verdict,
+                         "stalled": bool(steady) or _stalled(stats)})
+    if all(f["stalled"] for f in failures):
+        # the machine stalled every run: JACK's own graph missed deadlines (this VM's real-time
+        # scheduling stalls by several ms, measured with cyclictest), or an inference took
+        # longer than the buffers hold and several times its own median: nothing here can be
+        # judged, so say so
+        pytest.skip(f"machine stalls in all {ATTEMPTS} runs, no run could be judged: {failures}")
     pytest.fail(f"no clean run in {ATTEMPTS}: {failures}")
+
+
+STALL_RATIO = 3.0
+
+
+def _stalled(stats) -> bool:
+    """A late run whose worst inference outlasted the prefilled output (``prefill_slack_ms``)
+    and took more than ``STALL_RATIO`` times the run's median inference: the CPU was taken
+    from vocex for that long (on the shared VMs here such phases last minutes, with inference
+    p99 at 3-4 times its median).  A uniformly slower inference is not a stall: the prefill
+    is sized from the inference time measured at start-up, and then the run must be clean."""
+    inf = stats["inference_ms"]
+    return stats["late_blocks"] > 0 and inf["max"] > stats["details"]["prefill_slack_ms"] \
+        and inf["max"] > STALL_RATIO * inf["p50"]
 
 
 def test_live_karaoke_matches_offline_streaming_with_no_dropouts(jack_server, tmp_path):
@@ -179,20 +197,11 @@ def test_sounddevice_callback_fallback_runs_clean(jack_server, tmp_path):
 
 def test_mono_and_resampled_device_rate(tmp_path):
     """A 44.1 kHz JACK server: the live model (48 kHz) runs through soxr both ways."""
+    sig = np.zeros((2 * 44100, 1), np.float32)
+    sig[20000] = 0.9
     with JackServer(f"vocex-test-441-{int(time.time())}", 44100, PERIOD) as server:
-        proc = _live(server, tmp_path, 5.0, "--channels", "1")
-        try:
-            ins = wait_for_ports(server.name, "PortAudio:in", 1, proc=proc)
-            outs = wait_for_ports(server.name, "PortAudio:out", 1, proc=proc)
-            sig = np.zeros((2 * 44100, 1), np.float32)
-            sig[20000] = 0.9
-            time.sleep(1.0)
-            rec = PlayRecord(server.name, sig, ins, outs, tail=0.5).run()
-        finally:
-            _finish(proc)
-    stats = json.loads((tmp_path / "stats.json").read_text())
+        rec, stats = _clean_run(server, tmp_path, 6.5, "--channels", "1", song=sig)
     assert stats["sample_rate"] == 44100 and stats["details"]["channels"] == 1
-    assert len(_steady_xruns(stats, rec.started_unix)) <= 1, stats["xrun_times_s"]
     assert rec.audio.shape[1] == 1 and np.abs(rec.audio).max() > 0.01
 
 
