@@ -128,12 +128,12 @@ def _overlap_add(acc: np.ndarray, frames: np.ndarray, synth: np.ndarray, hop: in
 
 
 class TimingRing:
-    """The most recent ``capacity`` durations (seconds), preallocated, plus the all-time max."""
+    """The most recent ``capacity`` durations (seconds), preallocated, plus the max since the
+    last ``clear``."""
 
     def __init__(self, capacity: int = 1 << 16) -> None:
         self.values = np.zeros(capacity, dtype=np.float64)
-        self.count = 0
-        self.max = 0.0
+        self.clear()
 
     def clear(self) -> None:
         self.count = 0
