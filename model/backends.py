@@ -149,7 +149,7 @@ def load_unet(files: ModelFiles):  # -> vocex.model.unet.UNet (torch)
     path = files.path("checkpoint")
     if path is None:
         raise ModelError(f"{files.card_path}: the card lists no checkpoint")
-    model = UNet(files.card.base_channels)
+    model = UNet(files.card.base_channels, causal=files.card.causal)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state)

@@ -72,6 +72,7 @@ class ModelCard:
     n_bins: int = 512
     context_frames: int = 128
     base_channels: int = 16
+    causal: bool = False  # time-causal U-Net (vocex.model.unet): mask column t reads columns <= t
     channels: str = "independent"
     training: dict[str, Any] = field(default_factory=dict)
     scores: dict[str, Any] = field(default_factory=dict)

@@ -9,6 +9,16 @@ encoder output.  The output of :class:`UNet` is the soft mask; the vocal estimat
 ``mask * magnitude`` and the paper's loss is L1 between that and the true vocal magnitude
 (:func:`l1_loss`).
 
+``causal=True`` makes the network causal in time (not in frequency): the encoder pads only
+the past (4 columns on the left), the decoder's transposed convolutions drop the columns
+they would add on the right, so mask column ``t`` depends on input columns ``<= t`` alone
+(encoder column ``i`` of level ``l`` sees input ``<= 2**l * i``; every decoder output ``o``
+reads only coarse columns ``i`` with ``2 i <= o``).  A live stream uses the newest columns of
+its window, which in the symmetric network sit at the zero-padded edge and are a small part
+of what the loss trains; in the causal one every column of every patch is such a column, so
+the whole patch trains what the stream uses.  The per-patch peak normalisation still reads
+the whole patch: the stream's newest columns see exactly that window.
+
 This module imports torch; inference without torch goes through the ONNX backend.
 """
 
@@ -16,6 +26,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 N_LAYERS = 6
 PAPER_BASE_CHANNELS = 16
@@ -28,6 +39,7 @@ class UNet(nn.Module):
         base_channels: channels of the first encoder layer (16 in the paper); layer ``i``
             has ``base_channels * 2**i``.
         dropout: dropout probability after the first three decoder layers (0.5 in the paper).
+        causal: time-causal convolutions (see the module doc); the same parameters either way.
 
     ``forward(magnitude)``: ``magnitude`` is ``(batch, 1, n_bins, n_frames)`` float32, linear
     STFT magnitude, ``n_bins`` and ``n_frames`` multiples of 64.  It is scaled by its own
@@ -35,15 +47,20 @@ class UNet(nn.Module):
     not depend on the input level.  Returns the mask, same shape, in [0, 1].
     """
 
-    def __init__(self, base_channels: int = PAPER_BASE_CHANNELS, dropout: float = 0.5) -> None:
+    def __init__(self, base_channels: int = PAPER_BASE_CHANNELS, dropout: float = 0.5,
+                 causal: bool = False) -> None:
         super().__init__()
+        self.causal = causal
+        # (freq, time) padding: causal layers pad time on the left only, outside the conv
+        conv_pad = (2, 0) if causal else 2
+        deconv_pad, deconv_extra = ((2, 0), (1, 0)) if causal else (2, 1)
         widths = [base_channels * 2**i for i in range(N_LAYERS)]
         self.encoder = nn.ModuleList()
         in_ch = 1
         for out_ch in widths:
             self.encoder.append(
                 nn.Sequential(
-                    nn.Conv2d(in_ch, out_ch, 5, stride=2, padding=2),
+                    nn.Conv2d(in_ch, out_ch, 5, stride=2, padding=conv_pad),
                     nn.BatchNorm2d(out_ch),
                     nn.LeakyReLU(0.2),
                 )
@@ -55,7 +72,7 @@ class UNet(nn.Module):
         for i in range(N_LAYERS):
             out_ch = widths[N_LAYERS - 2 - i] if i < N_LAYERS - 1 else 1
             layers: list[nn.Module] = [
-                nn.ConvTranspose2d(in_ch, out_ch, 5, stride=2, padding=2, output_padding=1)
+                nn.ConvTranspose2d(in_ch, out_ch, 5, stride=2, padding=deconv_pad, output_padding=deconv_extra)
             ]
             if i < N_LAYERS - 1:
                 layers += [nn.BatchNorm2d(out_ch), nn.ReLU()]
@@ -71,13 +88,18 @@ class UNet(nn.Module):
         x = magnitude / (peak + 1e-8)
         skips = []
         for layer in self.encoder:
-            x = layer(x)
+            # causal: 4 columns of the past on the left, none on the right
+            x = layer(F.pad(x, (4, 0)) if self.causal else x)
             skips.append(x)
         x = skips[-1]
         for i, layer in enumerate(self.decoder):
             if i > 0:
                 x = torch.cat([x, skips[-1 - i]], dim=1)
-            x = layer(x)
+            frames = x.shape[-1]
+            for j, sub in enumerate(layer):
+                x = sub(x)
+                if j == 0 and self.causal:  # 2 T + 3 columns: keep the 2 T that read nothing to their right
+                    x = x[..., : 2 * frames]
         return x
 
 

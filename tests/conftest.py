@@ -30,7 +30,7 @@ def make_model(folder: Path, name: str = "tiny", seed: int = 0, **overrides) -> 
 
     spec = {**TINY, **overrides}
     torch.manual_seed(seed)
-    model = UNet(spec["base_channels"])
+    model = UNet(spec["base_channels"], causal=spec.get("causal", False))
     with torch.no_grad():  # non-trivial batch-norm statistics
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):

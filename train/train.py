@@ -37,6 +37,7 @@ class TrainConfig:
     n_bins: int = 512
     context_frames: int = 128
     base_channels: int = 16
+    causal: bool = False
     steps: int = 2000
     minutes: float | None = None
     batch_size: int = 8
@@ -90,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context-frames", type=int, default=TrainConfig.context_frames)
     p.add_argument("--base-channels", type=int, default=TrainConfig.base_channels,
                    help="width of the first layer (16 = the paper)")
+    p.add_argument("--causal", action="store_true",
+                   help="time-causal U-Net: every mask column is predicted from its past alone, as a "
+                        "stream's newest columns are (live models)")
     p.add_argument("--steps", type=int, default=TrainConfig.steps)
     p.add_argument("--minutes", type=float, help="stop (and save) after this much training time")
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
@@ -156,7 +160,7 @@ def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object]) -> Path:
         val_set = train_set  # tiny corpora: validate on fresh random mixes of the same pool
     sampler = PatchSampler(train_set, fe, cfg.n_bins, cfg.context_frames, seed=cfg.seed * 1000 + rank,
                            random_mix=cfg.random_mix)
-    model = UNet(cfg.base_channels).to(device)
+    model = UNet(cfg.base_channels, causal=cfg.causal).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     out = cfg.out
     ckpt_path = out / "checkpoint.pt"
@@ -246,7 +250,7 @@ def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object]) -> Path:
         torch.save(model.state_dict(), final)
         card = ModelCard.from_front_end(
             "vocex-unet", fe, n_bins=cfg.n_bins, context_frames=cfg.context_frames,
-            base_channels=cfg.base_channels,
+            base_channels=cfg.base_channels, causal=cfg.causal,
             training={
                 "data": sources,
                 "corpus_seconds": {k: round(v, 1) for k, v in corpus.seconds().items()},

@@ -42,6 +42,32 @@ def test_width_parameter(base):
     assert sum(p.numel() for p in model.parameters()) == _expected_params(base)
 
 
+@pytest.mark.parametrize("bins,frames", [(64, 128), (128, 64)])
+def test_causal_unet_reads_no_future_columns(bins, frames):
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, bins, frames)
+    x[..., 0, 0] = 10.0  # the per-patch peak, the same in both inputs
+    later = x.clone()
+    cut = frames - frames // 4
+    later[..., cut:] = torch.rand_like(later[..., cut:])
+    changed = {}
+    for causal in (False, True):
+        model = UNet(4, causal=causal).eval()
+        with torch.no_grad():
+            changed[causal] = (model(x) - model(later)).abs().amax(dim=(0, 1, 2))
+    assert float(changed[True][:cut].max()) == 0.0  # the past is exactly unaffected
+    assert float(changed[True][cut:].min()) > 0.0  # and the changed columns do change
+    assert float(changed[False][:cut].max()) > 1e-4  # the paper's U-Net reads ahead
+
+
+def test_causal_and_paper_unets_share_their_parameters():
+    paper, causal = UNet(2).state_dict(), UNet(2, causal=True).state_dict()
+    assert {k: v.shape for k, v in paper.items()} == {k: v.shape for k, v in causal.items()}
+    model = UNet(2, causal=True)
+    model.load_state_dict(paper)
+    assert model.eval()(torch.rand(1, 1, 64, 64)).shape == (1, 1, 64, 64)
+
+
 def test_mask_shape_range_and_level_invariance():
     model = UNet(4).eval()
     x = torch.rand(3, 1, 128, 64)

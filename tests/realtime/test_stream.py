@@ -131,6 +131,26 @@ def downmix_backend(tmp_path_factory):
     return load_backend(resolve_model(card), "onnx", "cpu", threads=1)
 
 
+@pytest.fixture(scope="module")
+def causal_backend(tmp_path_factory):
+    from tests.conftest import make_model
+    from vocex.model.backends import load_backend, resolve_model
+
+    card = make_model(tmp_path_factory.mktemp("causal"), name="causal", seed=4, causal=True)
+    return load_backend(resolve_model(card), "onnx", "cpu", threads=1)
+
+
+@pytest.mark.parametrize("K,L", [(1, 0), (4, 0), (2, 2)])
+def test_causal_model_streams_as_its_offline_reference(causal_backend, K, L):
+    assert causal_backend.card.causal
+    x = tone_mix(RATE, RATE, seed=5)
+    s = StreamingSettings(K, L)
+    ref = reference_vocals(causal_backend, x, s)
+    got = separate_streaming(causal_backend, x, RATE, s, block_size=257)
+    np.testing.assert_allclose(got, ref, atol=2e-5)
+    assert np.abs(ref).max() > 0.01
+
+
 def test_downmix_policy_one_mask_for_all_channels(downmix_backend):
     from vocex.model.separate import Separator
 

@@ -35,6 +35,25 @@ def test_train_resume_and_export(musdb_hq, tmp_path):
     assert set(exported.card.files) == {"checkpoint", "onnx", "torchscript"}
 
 
+def test_causal_training_records_it_and_exports_the_same_network(musdb_hq, tmp_path):
+    import numpy as np
+
+    out = tmp_path / "causal"
+    assert main(["--out", str(out), "--musdb-root", str(musdb_hq), "--steps", "2", "--causal", *TINY_ARGS]) == 0
+    assert json.loads((out / "model.json").read_text())["causal"] is True
+    eager = load_backend(resolve_model(out / "model.json"), "eager", "cpu")
+    from vocex.model.backends import load_unet
+    from vocex.model.export import main as export_main
+
+    assert load_unet(resolve_model(out / "model.json")).causal
+    assert export_main([str(out / "model.json"), "-o", str(tmp_path / "exp"), "--name", "c"]) == 0
+    exported = resolve_model(tmp_path / "exp" / "c.json")
+    assert exported.card.causal
+    x = np.random.default_rng(0).random((1, 1, 64, 64), dtype=np.float32)
+    for name in ("onnx", "torchscript"):
+        np.testing.assert_allclose(load_backend(exported, name, "cpu")(x), eager(x), atol=1e-5)
+
+
 def test_no_data_is_a_clear_error(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "r")]) == 2
     assert "no training data" in capsys.readouterr().err
