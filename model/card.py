@@ -73,6 +73,9 @@ class ModelCard:
     context_frames: int = 128
     base_channels: int = 16
     causal: bool = False  # time-causal U-Net (vocex.model.unet): mask column t reads columns <= t
+    # mask column t belongs to STFT frame t - mask_delay (a causal model given that many
+    # frames of future context); streams need lookahead >= mask_delay
+    mask_delay: int = 0
     channels: str = "independent"
     training: dict[str, Any] = field(default_factory=dict)
     scores: dict[str, Any] = field(default_factory=dict)
@@ -90,6 +93,8 @@ class ModelCard:
                 f"n_bins ({self.n_bins}) and context_frames ({self.context_frames}) must be "
                 "multiples of 64 (six stride-2 layers)"
             )
+        if not 0 <= self.mask_delay < self.context_frames:
+            raise CardError(f"mask_delay must be in 0..{self.context_frames - 1}, got {self.mask_delay}")
         unknown = set(self.offline) - set(OFFLINE_SETTINGS)
         if unknown:
             raise CardError(f"unknown offline settings: {', '.join(sorted(unknown))}")

@@ -89,8 +89,13 @@ def weighted_mask(
     Returns:
         ``(weighted_mask, weights)``: ``(n_channels, n_bins, n_frames)`` and ``(n_frames,)``;
         ``weighted_mask / weights`` is the pass's mask, in [0, 1].
+
+    A card's ``mask_delay`` D (frame f's mask in column f + D) is undone here: the magnitude
+    gets D silent frames at its end and every mask moves D frames back.
     """
-    ctx = backend.card.context_frames
+    ctx, delay = backend.card.context_frames, backend.card.mask_delay
+    if delay:
+        magnitude = np.concatenate([magnitude, np.zeros(magnitude.shape[:2] + (delay,), np.float32)], axis=2)
     n_channels, n_bins, n_frames = magnitude.shape
     starts = patch_starts(n_frames, ctx, offset)
     span = starts[-1] + ctx + offset
@@ -107,8 +112,8 @@ def weighted_mask(
         if progress:
             progress(min(i + batch_size, len(jobs)), len(jobs))
     weights = np.tile(w, len(starts))
-    return (np.ascontiguousarray(weighted[:, :, offset : offset + n_frames]),
-            np.ascontiguousarray(weights[offset : offset + n_frames]))
+    return (np.ascontiguousarray(weighted[:, :, offset + delay : offset + n_frames]),
+            np.ascontiguousarray(weights[offset + delay : offset + n_frames]))
 
 
 def network_magnitude(spec: NDArray[np.complex64], card: ModelCard) -> NDArray[np.float32]:

@@ -103,6 +103,22 @@ class UNet(nn.Module):
         return x
 
 
+def delayed_l1(
+    mask: torch.Tensor,
+    mix_magnitude: torch.Tensor,
+    vocal_magnitude: torch.Tensor,
+    delay: int = 0,
+    frame_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`l1_loss` with mask column ``t`` applied to frame ``t - delay`` (the first
+    ``delay`` mask columns and the last ``delay`` frames drop out; ``frame_weights`` are over
+    the frames)."""
+    if not delay:
+        return l1_loss(mask, mix_magnitude, vocal_magnitude, frame_weights)
+    w = None if frame_weights is None else frame_weights[:-delay]
+    return l1_loss(mask[..., delay:], mix_magnitude[..., :-delay], vocal_magnitude[..., :-delay], w)
+
+
 def l1_loss(
     mask: torch.Tensor,
     mix_magnitude: torch.Tensor,

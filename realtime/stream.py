@@ -41,7 +41,9 @@ RESAMPLER_QUALITY = "LQ"  # soxr: 0.5 ms (44.1 -> 48 kHz) / 10 ms (48 -> 44.1 kH
 class StreamingSettings:
     """How the live path uses a model: an inference every ``hop_batch`` (K) hops, whose newest
     K mask columns are used after ``lookahead_frames`` (L) further frames of future context,
-    softened by ``mask_temperature`` (:func:`vocex.model.dsp.soften`)."""
+    softened by ``mask_temperature`` (:func:`vocex.model.dsp.soften`).  A card with
+    ``mask_delay`` D puts frame f's mask in column f + D, so its K columns are then the
+    window's ``[-L-K+D, -L+D)`` and L must be at least D."""
 
     hop_batch: int = 1
     lookahead_frames: int = 0
@@ -53,6 +55,9 @@ class StreamingSettings:
             raise ValueError("hop batch K must be >= 1 and lookahead L >= 0")
         if self.hop_batch + self.lookahead_frames > card.context_frames:
             raise ValueError(f"K + L must be at most context_frames ({card.context_frames})")
+        if self.lookahead_frames < card.mask_delay:
+            raise ValueError(f"this model predicts each frame {card.mask_delay} frames late: "
+                             f"lookahead L must be at least {card.mask_delay}")
         check_temperature(self.mask_temperature)
 
     def model_latency(self, card: ModelCard) -> int:
@@ -100,7 +105,7 @@ def streaming_settings(card: ModelCard, hop_batch: int | None = None, lookahead:
     """Settings with the card's live defaults (``card.live``) filled in."""
     live = card.live
     s = StreamingSettings(hop_batch if hop_batch is not None else int(live.get("hop_batch", 1)),
-                          lookahead if lookahead is not None else int(live.get("lookahead_frames", 0)),
+                          lookahead if lookahead is not None else int(live.get("lookahead_frames", card.mask_delay)),
                           mask_temperature if mask_temperature is not None
                           else float(live.get("mask_temperature", 1.0)))
     s.validate(card)
@@ -295,7 +300,8 @@ class MaskStream:
             mask = self.backend(self.window_in)  # (C or 1, 1, n_bins, ctx)
             self.timings.add(time.perf_counter() - t0)
             # a model that returns NaN/Inf never reaches the output: NaN -> 0, clip to [0, 1]
-            mask = np.nan_to_num(mask[:, 0, :, ctx - L - K : ctx - L], nan=0.0, posinf=1.0, neginf=0.0)
+            lo = ctx - L - K + self.card.mask_delay  # window column of the oldest frame's mask
+            mask = np.nan_to_num(mask[:, 0, :, lo : lo + K], nan=0.0, posinf=1.0, neginf=0.0)
             mask = soften(np.clip(mask, 0.0, 1.0), self.settings.mask_temperature)
             full = extend_mask(mask, self.spec.shape[1])  # (C or 1, n_freqs, K)
         hist = K + L
@@ -545,7 +551,8 @@ def reference_vocals(
     mask = np.zeros((n_net, card.n_bins, n_frames), dtype=np.float32)
     for j in range(K - 1, n_frames, K):
         win = mag[:, None, :, j + 1 : j + 1 + ctx]  # frames j-ctx+1 .. j
-        cols = backend(np.ascontiguousarray(win))[:, 0, :, ctx - L - K : ctx - L]
+        lo = ctx - L - K + card.mask_delay
+        cols = backend(np.ascontiguousarray(win))[:, 0, :, lo : lo + K]
         first = j - L - K + 1
         for k in range(K):
             if 0 <= first + k < n_frames:

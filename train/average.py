@@ -23,7 +23,7 @@ from vocex.model.cli import EXIT_INPUT, EXIT_MODEL, EXIT_OK, EXIT_OUTPUT, fail
 from vocex.model.files import atomic_path
 
 PROG = "vocex-average"
-SHAPE_FIELDS = ("sample_rate", "n_fft", "hop", "window", "n_bins", "context_frames", "base_channels", "causal", "channels")
+SHAPE_FIELDS = ("sample_rate", "n_fft", "hop", "window", "n_bins", "context_frames", "base_channels", "causal", "mask_delay", "channels")
 
 
 def average(members: list[ModelFiles]) -> dict[str, Any]:

@@ -38,6 +38,7 @@ class TrainConfig:
     context_frames: int = 128
     base_channels: int = 16
     causal: bool = False
+    mask_delay: int = 0
     steps: int = 2000
     minutes: float | None = None
     batch_size: int = 8
@@ -94,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--causal", action="store_true",
                    help="time-causal U-Net: every mask column is predicted from its past alone, as a "
                         "stream's newest columns are (live models)")
+    p.add_argument("--mask-delay", type=int, default=0,
+                   help="with --causal: mask column t is trained as frame t - D's, so every frame's "
+                        "mask reads D frames of its future (streams then use lookahead >= D)")
     p.add_argument("--steps", type=int, default=TrainConfig.steps)
     p.add_argument("--minutes", type=float, help="stop (and save) after this much training time")
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
@@ -144,7 +148,7 @@ def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object]) -> Path:
     import torch.distributed as dist
     from tqdm import tqdm
 
-    from vocex.model.unet import UNet, l1_loss
+    from vocex.model.unet import UNet, delayed_l1
 
     rank, world = _distributed()
     if world > 1 and not dist.is_initialized():
@@ -196,7 +200,7 @@ def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object]) -> Path:
         with torch.no_grad():
             for mix, voc in val_batches:
                 m, v = torch.from_numpy(mix).to(device), torch.from_numpy(voc).to(device)
-                total += float(l1_loss(model(m), m, v))
+                total += float(delayed_l1(model(m), m, v, cfg.mask_delay))
         model.train()
         return total / max(len(val_batches), 1)
 
@@ -226,7 +230,7 @@ def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object]) -> Path:
                 shorten_context(mix, voc, cfg.random_context, max(cfg.newest_columns + cfg.newest_lookahead, 1),
                                 np.random.default_rng([cfg.seed, rank, step]))
             m, v = torch.from_numpy(mix).to(device), torch.from_numpy(voc).to(device)
-            loss = l1_loss(net(m), m, v, weights)
+            loss = delayed_l1(net(m), m, v, cfg.mask_delay, weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -250,7 +254,7 @@ def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object]) -> Path:
         torch.save(model.state_dict(), final)
         card = ModelCard.from_front_end(
             "vocex-unet", fe, n_bins=cfg.n_bins, context_frames=cfg.context_frames,
-            base_channels=cfg.base_channels, causal=cfg.causal,
+            base_channels=cfg.base_channels, causal=cfg.causal, mask_delay=cfg.mask_delay,
             training={
                 "data": sources,
                 "corpus_seconds": {k: round(v, 1) for k, v in corpus.seconds().items()},
@@ -259,7 +263,8 @@ def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object]) -> Path:
                 "loss": "L1(mask * mixture, vocals)"
                 + (f", newest {cfg.newest_columns} columns weighted +{cfg.newest_weight}" if weights is not None else "")
                 + (f" (lookahead {cfg.newest_lookahead})" if weights is not None and cfg.newest_lookahead else "")
-                + (f", oldest columns zeroed in {cfg.random_context:.0%} of patches" if cfg.random_context > 0 else ""),
+                + (f", oldest columns zeroed in {cfg.random_context:.0%} of patches" if cfg.random_context > 0 else "")
+                + (f", mask column t for frame t - {cfg.mask_delay}" if cfg.mask_delay else ""),
                 "random_mix": cfg.random_mix, "seed": cfg.seed,
                 "init": str(cfg.init) if cfg.init else None,
                 "validation_l1": round(val, 5),
@@ -301,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.newest_columns < 0 or cfg.newest_lookahead < 0 or cfg.newest_columns + cfg.newest_lookahead > cfg.context_frames:
         return fail("vocex-train", f"--newest-columns {cfg.newest_columns} and --newest-lookahead {cfg.newest_lookahead} "
                     f"must be non-negative and fit in --context-frames {cfg.context_frames}", EXIT_INPUT)
+    if cfg.mask_delay and (not cfg.causal or not 0 < cfg.mask_delay < cfg.context_frames):
+        return fail("vocex-train", f"--mask-delay {cfg.mask_delay} needs --causal and must be less than "
+                    f"--context-frames {cfg.context_frames}", EXIT_INPUT)
     if not 0.0 <= cfg.random_context <= 1.0:
         return fail("vocex-train", f"--random-context is a share of patches, 0 to 1; got {cfg.random_context}", EXIT_INPUT)
     if cfg.init is not None:

@@ -174,6 +174,10 @@ def test_cards_refuse_bad_offline_settings(tiny_backend):
         tiny_backend.card.replace(offline={"shifts": 4})
     with pytest.raises(CardError, match="must be positive"):
         tiny_backend.card.replace(offline={"mask_temperature": -1})
+    ctx = tiny_backend.card.context_frames
+    for delay in (-1, ctx):
+        with pytest.raises(CardError, match=f"mask_delay must be in 0..{ctx - 1}"):
+            tiny_backend.card.replace(mask_delay=delay)
 
 
 def _tones(n: int, rate: int, freqs: tuple[float, ...]) -> np.ndarray:
@@ -215,3 +219,36 @@ def _band_rms(audio: np.ndarray, rate: int, lo: float, hi: float) -> float:
     spec = np.fft.rfft(audio[:, 0])
     f = np.fft.rfftfreq(audio.shape[0], 1 / rate)
     return float(np.sqrt(np.sum(np.abs(spec[(f >= lo) & (f < hi)]) ** 2)))
+
+
+class PointwiseMask:
+    """A backend whose mask column t is a function of input column t alone, or with
+    ``delay`` D of input column t - D (0 for the first D columns): what a card with
+    ``mask_delay`` D promises."""
+
+    name = "pointwise"
+
+    def __init__(self, card, delay: int = 0) -> None:
+        self.card, self.delay = card.replace(mask_delay=delay), delay
+
+    def __call__(self, magnitude):
+        m = magnitude / (magnitude.max(axis=2, keepdims=True) + 1e-6)
+        if self.delay:
+            m = np.concatenate([np.zeros_like(m[..., : self.delay]), m[..., : -self.delay]], axis=-1)
+        return m.astype(np.float32)
+
+
+@pytest.mark.parametrize("delay", [1, 3])
+def test_a_delayed_mask_is_moved_back_to_its_frame(tiny_backend, delay):
+    card = tiny_backend.card
+    mag = network_magnitude(stft(tone_mix(RATE, RATE, seed=6), card.n_fft, card.hop, card.window), card)
+    for offset in (0, card.context_frames // 2):
+        base, base_w = weighted_mask(PointwiseMask(card), mag, offset)
+        late, late_w = weighted_mask(PointwiseMask(card, delay), mag, offset)
+        assert late.shape == base.shape and late_w.shape == base_w.shape
+        # frame f's mask comes from column f + D of a patch; only the first D columns of a
+        # patch have no input D frames back, so those frames differ
+        f = np.arange(mag.shape[2])
+        clean = (f + offset) % card.context_frames < card.context_frames - delay
+        np.testing.assert_allclose(late[..., clean] / late_w[clean], base[..., clean] / base_w[clean], atol=1e-6)
+        assert not np.allclose(late[..., ~clean], base[..., ~clean])

@@ -88,3 +88,19 @@ def test_l1_loss_and_frame_weights():
     w = torch.ones(64)
     w[-8:] += 7
     assert float(l1_loss(mask, mix, voc, w)) < float(l1_loss(mask, mix, voc))
+
+
+def test_delayed_l1_scores_mask_column_t_against_frame_t_minus_d():
+    from vocex.model.unet import delayed_l1
+
+    mix = torch.rand(2, 1, 64, 64) + 0.1
+    voc = 0.3 * mix
+    right = torch.full_like(mix, 0.3)  # the true mask, 0.3 everywhere...
+    right[..., 2:] = (voc / mix)[..., :-2]  # ...moved 2 columns later
+    assert float(delayed_l1(right, mix, voc, 2)) == pytest.approx(0.0, abs=1e-6)
+    varied = voc * torch.rand_like(voc)
+    late = torch.zeros_like(mix)
+    late[..., 2:] = (varied / mix)[..., :-2]
+    assert float(delayed_l1(late, mix, varied, 2)) == pytest.approx(0.0, abs=1e-6)
+    assert float(delayed_l1(late, mix, varied, 0)) > 0.01
+    assert float(delayed_l1(late, mix, varied)) == float(l1_loss(late, mix, varied))

@@ -197,3 +197,33 @@ def test_time_inference_measures_the_backend(tiny_backend):
 
     assert 0.01 <= time_inference(Slow(), 2, runs=5) < 0.5
     assert time_inference(tiny_backend, 1, runs=5) < time_inference(Slow(), 2, runs=5)
+
+
+class _Delayed:
+    """The tiny model with its mask moved D columns later, under a card that says so."""
+
+    name = "delayed"
+
+    def __init__(self, backend, delay: int) -> None:
+        self.base, self.delay = backend, delay
+        self.card = backend.card.replace(mask_delay=delay)
+
+    def __call__(self, window):
+        m = self.base(window)
+        return np.concatenate([np.zeros_like(m[..., : self.delay]), m[..., : -self.delay]], axis=-1)
+
+
+@pytest.mark.parametrize("K,D", [(1, 1), (4, 2), (2, 3)])
+def test_a_delayed_card_streams_each_frame_with_its_own_mask(tiny_backend, K, D):
+    x = tone_mix(RATE, RATE, seed=7)
+    delayed = _Delayed(tiny_backend, D)
+    s = StreamingSettings(K, D)
+    # column c + D of the delayed model is column c of the tiny one: the K columns the
+    # delayed card is read at, [-K, 0), are the tiny model's lookahead-D columns [-D-K, -D)
+    got = separate_streaming(delayed, x, RATE, s, block_size=300)
+    np.testing.assert_allclose(got, separate_streaming(tiny_backend, x, RATE, s, block_size=300), atol=2e-5)
+    np.testing.assert_allclose(got, reference_vocals(delayed, x, s), atol=2e-5)
+    assert StreamingSeparator(delayed, 1, RATE, s).latency_samples == \
+        StreamingSeparator(tiny_backend, 1, RATE, s).latency_samples
+    with pytest.raises(ValueError, match="lookahead L must be at least"):
+        StreamingSeparator(delayed, 1, RATE, StreamingSettings(K, D - 1))

@@ -35,12 +35,17 @@ def test_train_resume_and_export(musdb_hq, tmp_path):
     assert set(exported.card.files) == {"checkpoint", "onnx", "torchscript"}
 
 
-def test_causal_training_records_it_and_exports_the_same_network(musdb_hq, tmp_path):
+def test_causal_delayed_training_records_it_and_exports_the_same_network(musdb_hq, tmp_path):
     import numpy as np
 
     out = tmp_path / "causal"
-    assert main(["--out", str(out), "--musdb-root", str(musdb_hq), "--steps", "2", "--causal", *TINY_ARGS]) == 0
-    assert json.loads((out / "model.json").read_text())["causal"] is True
+    assert main(["--out", str(out), "--musdb-root", str(musdb_hq), "--steps", "2", "--causal", "--mask-delay", "1",
+                 *TINY_ARGS]) == 0
+    card = json.loads((out / "model.json").read_text())
+    assert card["causal"] is True and card["mask_delay"] == 1
+    from vocex.realtime.stream import streaming_settings
+
+    assert streaming_settings(resolve_model(out / "model.json").card).lookahead_frames == 1
     eager = load_backend(resolve_model(out / "model.json"), "eager", "cpu")
     from vocex.model.backends import load_unet
     from vocex.model.export import main as export_main
@@ -57,6 +62,8 @@ def test_causal_training_records_it_and_exports_the_same_network(musdb_hq, tmp_p
 def test_no_data_is_a_clear_error(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "r")]) == 2
     assert "no training data" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "r"), "--mask-delay", "2", *TINY_ARGS]) == 2
+    assert "--mask-delay 2 needs --causal" in capsys.readouterr().err
     assert main(["--out", str(tmp_path / "r"), "--musdb-root", str(tmp_path / "missing")]) == 2
 
 
