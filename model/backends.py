@@ -149,7 +149,14 @@ def load_unet(files: ModelFiles):  # -> vocex.model.unet.UNet (torch)
     path = files.path("checkpoint")
     if path is None:
         raise ModelError(f"{files.card_path}: the card lists no checkpoint")
-    model = UNet(files.card.base_channels, causal=files.card.causal)
+    card = files.card
+    if card.members:
+        from vocex.model.unet import UNetEnsemble
+
+        model = UNetEnsemble([UNet(m["base_channels"], causal=m["causal"]) for m in card.members],
+                             [m["mask_delay"] for m in card.members])
+    else:
+        model = UNet(card.base_channels, causal=card.causal)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state)

@@ -76,6 +76,10 @@ class ModelCard:
     # mask column t belongs to STFT frame t - mask_delay (a causal model given that many
     # frames of future context); streams need lookahead >= mask_delay
     mask_delay: int = 0
+    # an ensemble (vocex-average --ensemble): the mean mask of these networks, each
+    # {"base_channels", "causal", "mask_delay"}; the fields above then describe the whole
+    # (widest member, all causal, largest delay)
+    members: list[dict[str, Any]] = field(default_factory=list)
     channels: str = "independent"
     training: dict[str, Any] = field(default_factory=dict)
     scores: dict[str, Any] = field(default_factory=dict)
@@ -95,6 +99,17 @@ class ModelCard:
             )
         if not 0 <= self.mask_delay < self.context_frames:
             raise CardError(f"mask_delay must be in 0..{self.context_frames - 1}, got {self.mask_delay}")
+        if self.members:
+            try:
+                widths = [int(m["base_channels"]) for m in self.members]
+                causal = [bool(m["causal"]) for m in self.members]
+                delays = [int(m["mask_delay"]) for m in self.members]
+            except (KeyError, TypeError, ValueError):
+                raise CardError("every ensemble member needs base_channels, causal and mask_delay") from None
+            whole = (max(widths), all(causal), max(delays))
+            if (self.base_channels, self.causal, self.mask_delay) != whole:
+                raise CardError(f"an ensemble card's base_channels, causal and mask_delay must be {whole} "
+                                "(widest member, all causal, largest delay)")
         unknown = set(self.offline) - set(OFFLINE_SETTINGS)
         if unknown:
             raise CardError(f"unknown offline settings: {', '.join(sorted(unknown))}")

@@ -103,6 +103,29 @@ class UNet(nn.Module):
         return x
 
 
+class UNetEnsemble(nn.Module):
+    """The mean mask of several U-Nets that share a front end (widths and causality may
+    differ).  A member with a smaller ``mask_delay`` than the ensemble's has its mask moved
+    later by the difference, so every member's column ``t`` belongs to the same frame."""
+
+    def __init__(self, members: list[UNet], delays: list[int]) -> None:
+        super().__init__()
+        if not members or len(members) != len(delays):
+            raise ValueError("an ensemble needs one mask delay per member, and at least one member")
+        self.members = nn.ModuleList(members)
+        self.shifts = [max(delays) - d for d in delays]
+
+    def forward(self, magnitude: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros_like(magnitude)
+        for i, member in enumerate(self.members):
+            mask = member(magnitude)
+            shift = self.shifts[i]
+            if shift > 0:
+                mask = F.pad(mask[..., : mask.shape[-1] - shift], (shift, 0))
+            total = total + mask
+        return total / len(self.shifts)
+
+
 def delayed_l1(
     mask: torch.Tensor,
     mix_magnitude: torch.Tensor,

@@ -9,6 +9,11 @@ checkpoint averaging).  Every parameter and batch-norm statistic is averaged; th
 must agree on everything that shapes the network and its front end.  Writes
 ``OUT/model.pt`` and ``OUT/model.json`` (the first member's card, with the members'
 training records under ``training.average_of``); export it with ``vocex-export``.
+
+``--ensemble`` keeps the members instead: one network whose mask is the mean of theirs
+(:class:`vocex.model.unet.UNetEnsemble`), at the cost of all of them per call.  Its members
+must share the front end but may differ in width, causality and mask delay (a causal member
+beside a symmetric one disagrees with it most, which is what an ensemble gains from).
 """
 
 from __future__ import annotations
@@ -19,11 +24,21 @@ from pathlib import Path
 from typing import Any
 
 from vocex.model.backends import ModelError, ModelFiles, load_unet, resolve_model
+from vocex.model.card import CardError, ModelCard
 from vocex.model.cli import EXIT_INPUT, EXIT_MODEL, EXIT_OK, EXIT_OUTPUT, fail
 from vocex.model.files import atomic_path
 
 PROG = "vocex-average"
-SHAPE_FIELDS = ("sample_rate", "n_fft", "hop", "window", "n_bins", "context_frames", "base_channels", "causal", "mask_delay", "channels")
+FRONT_FIELDS = ("sample_rate", "n_fft", "hop", "window", "n_bins", "context_frames", "channels")
+SHAPE_FIELDS = FRONT_FIELDS + ("base_channels", "causal", "mask_delay", "members")
+
+
+def _check_agree(members: list[ModelFiles], fields: tuple[str, ...]) -> None:
+    first = members[0].card
+    for m in members[1:]:
+        diff = [f for f in fields if getattr(m.card, f) != getattr(first, f)]
+        if diff:
+            raise ModelError(f"{m.card_path} differs from {members[0].card_path} in {', '.join(diff)}")
 
 
 def average(members: list[ModelFiles]) -> dict[str, Any]:
@@ -31,11 +46,7 @@ def average(members: list[ModelFiles]) -> dict[str, Any]:
     largest value).  Raises :class:`ModelError` when the cards disagree on the network's shape."""
     import torch
 
-    first = members[0].card
-    for m in members[1:]:
-        diff = [f for f in SHAPE_FIELDS if getattr(m.card, f) != getattr(first, f)]
-        if diff:
-            raise ModelError(f"{m.card_path} differs from {members[0].card_path} in {', '.join(diff)}")
+    _check_agree(members, SHAPE_FIELDS)
     states = [load_unet(m).state_dict() for m in members]
     out: dict[str, Any] = {}
     for key, value in states[0].items():
@@ -44,11 +55,35 @@ def average(members: list[ModelFiles]) -> dict[str, Any]:
     return out
 
 
+def ensemble(members: list[ModelFiles], name: str) -> tuple[dict[str, Any], ModelCard]:
+    """State dict and card of the ensemble of ``members`` (see the module doc)."""
+    _check_agree(members, FRONT_FIELDS)
+    nested = [m.card_path for m in members if m.card.members]
+    if nested:
+        raise ModelError(f"{nested[0]} is an ensemble already; give its members instead")
+    state: dict[str, Any] = {}
+    for i, m in enumerate(members):
+        state.update({f"members.{i}.{k}": v for k, v in load_unet(m).state_dict().items()})
+    specs = [{"base_channels": m.card.base_channels, "causal": m.card.causal, "mask_delay": m.card.mask_delay}
+             for m in members]
+    first = members[0].card
+    card = first.replace(
+        name=name, files={"checkpoint": "model.pt"}, scores={}, members=specs,
+        base_channels=max(s["base_channels"] for s in specs), causal=all(s["causal"] for s in specs),
+        mask_delay=max(s["mask_delay"] for s in specs),
+        live={**first.live, "lookahead_frames": max([int(first.live.get("lookahead_frames", 0))]
+                                                    + [s["mask_delay"] for s in specs])},
+        training={"ensemble_of": [{"model": str(m.card_path), **m.card.training} for m in members]})
+    return state, card
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("models", nargs="+", help="model cards (.json), weights files or folders, two or more")
     p.add_argument("--out", type=Path, required=True, help="folder for model.pt and model.json")
-    p.add_argument("--name", default="vocex-unet-average", help="name in the new card")
+    p.add_argument("--name", help="name in the new card (default: vocex-unet-average or -ensemble)")
+    p.add_argument("--ensemble", action="store_true",
+                   help="keep every member and average their masks (cost: all of them per call)")
     p.add_argument("--force", action="store_true", help="overwrite an existing model in --out")
     return p
 
@@ -64,12 +99,15 @@ def main(argv: list[str] | None = None) -> int:
         return fail(PROG, f"{args.out} already holds a model; use --force to overwrite", EXIT_OUTPUT)
     try:
         members = [resolve_model(m) for m in args.models]
-        state = average(members)
-    except ModelError as exc:
+        if args.ensemble:
+            state, card = ensemble(members, args.name or "vocex-unet-ensemble")
+        else:
+            state = average(members)
+            card = members[0].card.replace(
+                name=args.name or "vocex-unet-average", files={"checkpoint": weights.name}, scores={},
+                training={"average_of": [{"model": str(m.card_path), **m.card.training} for m in members]})
+    except (ModelError, CardError) as exc:
         return fail(PROG, exc, EXIT_MODEL)
-    card = members[0].card.replace(
-        name=args.name, files={"checkpoint": weights.name}, scores={},
-        training={"average_of": [{"model": str(m.card_path), **m.card.training} for m in members]})
     try:
         args.out.mkdir(parents=True, exist_ok=True)
         with atomic_path(weights) as tmp:
@@ -78,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             card.save(tmp)
     except OSError as exc:
         return fail(PROG, f"cannot write to {args.out}: {exc.strerror or exc}", EXIT_OUTPUT)
-    print(f"wrote {weights} and {card_path}: mean of {len(members)} models", file=sys.stderr)
+    what = "ensemble" if args.ensemble else "mean"
+    print(f"wrote {weights} and {card_path}: {what} of {len(members)} models", file=sys.stderr)
     return EXIT_OK
 
 
