@@ -51,10 +51,18 @@ def default_model_path() -> Path:
     return Path(str(resources.files("vocex.model") / "weights" / "default.json"))
 
 
+def shipped_models() -> list[str]:
+    """Names of the models shipped inside the package (their cards' file stems)."""
+    return sorted(p.stem for p in default_model_path().parent.glob("*.json"))
+
+
 def resolve_model(spec: str | Path | None = None) -> ModelFiles:
     """Find a model: ``None`` (the shipped default), a card ``.json``, a weights file with its
-    card beside it (same stem), or a folder holding exactly one card."""
+    card beside it (same stem), a folder holding exactly one card, or the name of a shipped
+    model (``default``, ``live``, ``live-lite``: :func:`shipped_models`)."""
     path = default_model_path() if spec is None else Path(spec)
+    if spec is not None and not path.exists() and str(spec) in shipped_models():
+        path = default_model_path().with_name(f"{spec}.json")
     if path.is_dir():
         cards = sorted(path.glob("*.json"))
         if len(cards) != 1:

@@ -25,8 +25,9 @@ def test_all_backends_agree_on_tiny_model(tiny_model):
     assert mask.std() > 1e-3  # a real, input-dependent mask
 
 
-def test_all_backends_agree_on_shipped_model():
-    files = resolve_model(None)
+@pytest.mark.parametrize("name", ["default", "live", "live-lite"])
+def test_all_backends_agree_on_shipped_model(name):
+    files = resolve_model(name)
     card = files.card
     mag = np.abs(np.random.default_rng(2).standard_normal((2, 1, card.n_bins, card.context_frames))).astype(np.float32)
     _agree(files, mag)
@@ -54,6 +55,20 @@ def test_shipped_model_card_is_complete():
 def test_resolve_by_weights_file_and_folder(tiny_model):
     assert resolve_model(tiny_model.with_suffix(".onnx")).card_path == tiny_model
     assert resolve_model(tiny_model.parent).card_path == tiny_model
+
+
+def test_resolve_a_shipped_model_by_name(tmp_path, monkeypatch):
+    from vocex.model.backends import default_model_path, shipped_models
+
+    assert {"default", "live", "live-lite"} <= set(shipped_models())
+    for name in shipped_models():
+        assert resolve_model(name).card_path == default_model_path().with_name(f"{name}.json")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "live").mkdir()  # a path that exists wins over a shipped name
+    with pytest.raises(ModelError, match="expected one model card"):
+        resolve_model("live")
+    with pytest.raises(ModelError, match="no such model"):
+        resolve_model("not-a-model")
 
 
 def _copy(tiny_model, tmp_path):
