@@ -23,6 +23,7 @@ from vocex.model.cli import (EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_M
                              EXIT_OUTPUT, add_model_arguments, add_separation_arguments, fail,
                              separation_conflict)
 from vocex.model.separate import Separation, Separator
+from vocex.realtime.live import live_model_path
 from vocex.realtime.stream import separate_streaming, streaming_settings
 
 PROG = "vocex-separate"
@@ -109,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         audio_in = {}
         for path in args.inputs:  # read everything first: a bad input fails before any output
             audio_in[path] = read_audio(path)
-        files = resolve_model(args.model)
+        # streaming without --model: what vocex-live plays, the shipped live model
+        files = resolve_model(args.model or (live_model_path() if args.streaming else None))
         backend = load_backend(files, args.backend, args.accel, args.threads)
         try:
             separator = Separator(backend, args.batch_size, args.shifts, args.mask_temperature,

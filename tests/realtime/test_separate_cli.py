@@ -114,3 +114,16 @@ def test_streaming_mode_writes_the_live_computation(tiny_model, tmp_path):
     assert rate == 44100 and voc.shape == x.shape
     np.testing.assert_allclose(voc, expected, atol=1e-5)
     assert main([*args[:-6], "--streaming", "--hop-batch", "500", "--force"]) == 2
+
+
+def test_streaming_without_a_model_is_what_vocex_live_plays(tmp_path):
+    from vocex.model.backends import load_backend, resolve_model
+    from vocex.realtime.stream import separate_streaming, streaming_settings
+
+    x = tone_mix(24000, 48000)
+    src = _write(tmp_path / "s.wav", x, 48000, subtype="FLOAT")
+    assert main([str(src), "-o", str(tmp_path / "o"), "--streaming"]) == 0
+    voc, _ = sf.read(str(tmp_path / "o" / "s" / "vocals.wav"), always_2d=True, dtype="float32")
+    live = resolve_model("live")
+    expected = separate_streaming(load_backend(live, "onnx", "cpu"), x, 48000, streaming_settings(live.card))
+    np.testing.assert_allclose(voc, expected, atol=1e-5)
