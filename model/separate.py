@@ -91,7 +91,9 @@ def weighted_mask(
         ``weighted_mask / weights`` is the pass's mask, in [0, 1].
 
     A card's ``mask_delay`` D (frame f's mask in column f + D) is undone here: the magnitude
-    gets D silent frames at its end and every mask moves D frames back.
+    gets D silent frames at its end and every mask moves D frames back.  A patch's first D
+    columns are the masks of frames before the patch, which it cannot see: they get a
+    thousandth of their weight, so the passes that hold those frames decide them.
     """
     ctx, delay = backend.card.context_frames, backend.card.mask_delay
     if delay:
@@ -102,6 +104,8 @@ def weighted_mask(
     padded = np.zeros((n_channels, n_bins, span), dtype=np.float32)
     padded[:, :, offset : offset + n_frames] = magnitude
     w = patch_weights(ctx)
+    if delay:  # a patch's first D columns hold frames before the patch: trust other passes there
+        w[:delay] *= 1e-3
     weighted = np.zeros_like(padded)
     jobs = [(c, p) for p in range(len(starts)) for c in range(n_channels)]
     for i in range(0, len(jobs), batch_size):

@@ -56,7 +56,7 @@ class StreamingSettings:
         if self.hop_batch + self.lookahead_frames > card.context_frames:
             raise ValueError(f"K + L must be at most context_frames ({card.context_frames})")
         if self.lookahead_frames < card.mask_delay:
-            raise ValueError(f"this model predicts each frame {card.mask_delay} frames late: "
+            raise ValueError(f"this model gives each frame's mask {card.mask_delay} frame(s) late: "
                              f"lookahead L must be at least {card.mask_delay}")
         check_temperature(self.mask_temperature)
 

@@ -252,3 +252,6 @@ def test_a_delayed_mask_is_moved_back_to_its_frame(tiny_backend, delay):
         clean = (f + offset) % card.context_frames < card.context_frames - delay
         np.testing.assert_allclose(late[..., clean] / late_w[clean], base[..., clean] / base_w[clean], atol=1e-6)
         assert not np.allclose(late[..., ~clean], base[..., ~clean])
+        # ...and weigh a thousandth, so the other passes decide them
+        pos = (f[~clean] + offset + delay) % card.context_frames
+        np.testing.assert_allclose(late_w[~clean], 1e-3 * patch_weights(card.context_frames)[pos], rtol=1e-6)
