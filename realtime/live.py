@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from vocex.model.backends import Backend, ModelError, ModelFiles, default_model_path, load_backend, resolve_model
+from vocex.model.backends import ModelError, default_model_path, load_backend, resolve_model
 from vocex.model.cli import (EXIT_DEVICE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, EXIT_OUTPUT,
                              add_model_arguments, fail)
 from vocex.model.files import atomic_path
@@ -43,33 +43,10 @@ class DeviceError(RuntimeError):
     """The audio device cannot be used as asked."""
 
 
-def live_model_path(name: str = "live") -> Path:
-    """A shipped live model's card (falls back to the shipped default model)."""
-    live = default_model_path().with_name(f"{name}.json")
+def live_model_path() -> Path:
+    """The shipped live model (falls back to the shipped default model)."""
+    live = default_model_path().with_name("live.json")
     return live if live.exists() else default_model_path()
-
-
-LITE_MODEL = "live-lite"  # what the shipped live model falls back to on a machine too slow for it
-
-
-def fit_live_model(files: ModelFiles, backend: Backend, n_channels: int, backend_name: str, accel: str,
-                   threads: int, hop_batch: int | None = None) -> tuple[ModelFiles, Backend, dict[str, Any]]:
-    """The shipped live model if this machine runs it at ``hop_batch`` (default: its card's) within
-    :data:`AUTO_LOAD` of the time between inferences, else the lighter ``live-lite``: its
-    files, backend and a record of the decision (for ``--stats-json``)."""
-    card = files.card
-    seconds = time_inference(backend, n_channels)
-    interval = (hop_batch or streaming_settings(card).hop_batch) * card.hop / card.sample_rate
-    record = {"model": files.card_path.stem, "inference_ms_p90": round(1000 * seconds, 3),
-              "load": round(seconds / interval, 3), "target_load": AUTO_LOAD}
-    lite = live_model_path(LITE_MODEL)
-    if seconds <= AUTO_LOAD * interval or lite == files.card_path or not lite.exists():
-        return files, backend, {"live_model_fit": record}
-    lite_files = resolve_model(lite)
-    lite_backend = load_backend(lite_files, backend_name, accel, threads)
-    print(f"{PROG}: the live model's inference (p90 {1000 * seconds:.1f} ms) would take {seconds / interval:.0%} "
-          f"of the time between inferences here; using {LITE_MODEL} (--model live insists)", file=sys.stderr)
-    return lite_files, lite_backend, {"live_model_fit": {**record, "fell_back_to": LITE_MODEL}}
 
 
 def resolve_device(spec: str | None, kind: str) -> int | None:
@@ -494,11 +471,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         files = resolve_model(args.model or live_model_path())
         backend = load_backend(files, args.backend, args.accel, args.threads or 1)
-        fit: dict[str, Any] = {}
-        if args.model is None and args.hop_batch != "auto":  # auto times and sizes K itself
-            k = int(args.hop_batch) if args.hop_batch and args.hop_batch.isdigit() else None
-            files, backend, fit = fit_live_model(files, backend, args.channels, args.backend, args.accel,
-                                                 args.threads or 1, k)
     except ModelError as exc:
         return fail(PROG, exc, EXIT_MODEL)
     card = files.card
@@ -532,8 +504,7 @@ def main(argv: list[str] | None = None) -> int:
             inference_interval_ms=round(1000 * settings.hop_batch * card.hop / card.sample_rate, 3),
             details={"mode": args.mode, "mix": args.mix, "backend": backend.name, "device": backend.device,
                      "channels": args.channels, "blocksize": args.blocksize, "io": args.io,
-                     "algorithmic_latency_samples": separator.latency_samples, **settings.describe(card), **auto,
-                     **fit},
+                     "algorithmic_latency_samples": separator.latency_samples, **settings.describe(card), **auto},
         )
         engine = LiveEngine(separator, stats, args.blocksize, args.io, args.on_late, (dev_in, dev_out), latency,
                             args.prefill_blocks)

@@ -37,23 +37,3 @@ def test_levels():
     lin, lout, change = lv.take()
     assert lin == pytest.approx(-6.02, abs=0.01) and change == pytest.approx(-6.02, abs=0.01)
 
-
-@pytest.mark.parametrize("p90_ms,falls_back", [(5.0, False), (15.0, True)])
-def test_the_live_model_falls_back_to_live_lite_on_a_slow_machine(monkeypatch, capsys, p90_ms, falls_back):
-    import vocex.realtime.live as live
-    from vocex.model.backends import load_backend, resolve_model
-
-    files = resolve_model(live.live_model_path())
-    backend = load_backend(files, "onnx", "cpu", 1)
-    monkeypatch.setattr(live, "time_inference", lambda *a, **k: p90_ms / 1000)
-    got, got_backend, record = live.fit_live_model(files, backend, 2, "onnx", "cpu", 1)
-    fit = record["live_model_fit"]
-    # K=4 hops of 5.33 ms between inferences: 5 ms is a load of 0.23, 15 ms of 0.70 (> 0.5)
-    assert fit["load"] == pytest.approx(p90_ms / 21.333, abs=1e-3)
-    assert (got.card_path.stem, got_backend.card.name) == (("live-lite", "vocex-live-lite") if falls_back
-                                                           else ("live", "vocex-live-default"))
-    assert ("fell_back_to" in fit) == falls_back
-    assert ("using live-lite" in capsys.readouterr().err) == falls_back
-    # at K=8 (twice the time between inferences) 15 ms fits
-    got, _, _ = live.fit_live_model(files, backend, 2, "onnx", "cpu", 1, hop_batch=8)
-    assert got.card_path.stem == "live"

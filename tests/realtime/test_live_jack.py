@@ -38,12 +38,8 @@ def _song(seconds: float) -> np.ndarray:
     return tone_mix(int(seconds * RATE), RATE)  # no shared data: a synthetic song
 
 
-# These tests judge the live engine (I/O, alignment, latency, recovery), which does not depend
-# on the network; they run the lighter shipped live model, which leaves a noisy shared 2-core
-# VM the most room, and name it, so that vocex-live's own choice of model cannot change it.
-# The default model's streamed output is tested without a device (tests/realtime/test_stream.py,
-# tests/model/test_backends.py).
-MODEL = "live-lite"
+# the shipped live model, vocex-live's default, named so that every run here uses the same one
+MODEL = "live"
 
 
 def _live(server: JackServer, tmp_path, seconds: float, *extra: str) -> subprocess.Popen:
@@ -220,7 +216,7 @@ from vocex.model.backends import load_backend, resolve_model
 from vocex.realtime.live import LiveEngine, LiveStats
 from vocex.realtime.stream import StreamingSeparator, streaming_settings
 
-files = resolve_model("live-lite")
+files = resolve_model("live")
 inner = load_backend(files, "onnx", "cpu", 1)
 
 class Slow:  # a backend slower than real time for calls 100..160, then normal again
