@@ -26,6 +26,17 @@ CHANNEL_POLICIES = ("independent", "downmix")
 OFFLINE_SETTINGS = ("mask_temperature", "high_band")
 
 
+def ensemble_fields(members: list[dict[str, Any]]) -> dict[str, Any]:
+    """What an ensemble card's own ``base_channels``, ``causal`` and ``mask_delay`` are, from
+    its members': the widest member, all causal, the largest delay."""
+    try:
+        return {"base_channels": max(int(m["base_channels"]) for m in members),
+                "causal": all(bool(m["causal"]) for m in members),
+                "mask_delay": max(int(m["mask_delay"]) for m in members)}
+    except (KeyError, TypeError, ValueError):
+        raise CardError("every ensemble member needs base_channels, causal and mask_delay") from None
+
+
 class CardError(ValueError):
     """A model card is missing, unreadable or inconsistent."""
 
@@ -100,16 +111,10 @@ class ModelCard:
         if not 0 <= self.mask_delay < self.context_frames:
             raise CardError(f"mask_delay must be in 0..{self.context_frames - 1}, got {self.mask_delay}")
         if self.members:
-            try:
-                widths = [int(m["base_channels"]) for m in self.members]
-                causal = [bool(m["causal"]) for m in self.members]
-                delays = [int(m["mask_delay"]) for m in self.members]
-            except (KeyError, TypeError, ValueError):
-                raise CardError("every ensemble member needs base_channels, causal and mask_delay") from None
-            whole = (max(widths), all(causal), max(delays))
-            if (self.base_channels, self.causal, self.mask_delay) != whole:
-                raise CardError(f"an ensemble card's base_channels, causal and mask_delay must be {whole} "
-                                "(widest member, all causal, largest delay)")
+            whole = ensemble_fields(self.members)
+            if {k: getattr(self, k) for k in whole} != whole:
+                raise CardError(f"an ensemble card's base_channels, causal and mask_delay must be "
+                                f"{tuple(whole.values())} (widest member, all causal, largest delay)")
         unknown = set(self.offline) - set(OFFLINE_SETTINGS)
         if unknown:
             raise CardError(f"unknown offline settings: {', '.join(sorted(unknown))}")

@@ -60,6 +60,12 @@ class StreamingSettings:
                              f"lookahead L must be at least {card.mask_delay}")
         check_temperature(self.mask_temperature)
 
+    def mask_columns(self, card: ModelCard) -> slice:
+        """The K columns of the network's window that hold the masks of the frames an
+        inference outputs (the oldest first)."""
+        lo = card.context_frames - self.lookahead_frames - self.hop_batch + card.mask_delay
+        return slice(lo, lo + self.hop_batch)
+
     def model_latency(self, card: ModelCard) -> int:
         """Algorithmic latency at the model's rate, in samples, without resampling."""
         return card.n_fft - 1 + (self.hop_batch - 1 + self.lookahead_frames) * card.hop
@@ -217,6 +223,7 @@ class MaskStream:
         n_fft, hop, ctx = card.n_fft, card.hop, card.context_frames
         self.n_fft, self.hop, self.ctx, self.n_bins = n_fft, hop, ctx, card.n_bins
         self.K, self.L = settings.hop_batch, settings.lookahead_frames
+        self.columns = settings.mask_columns(card)
         n_freqs = n_fft // 2 + 1
         self.window = analysis_window(n_fft, hop, card.window)
         self.synth = synthesis_window(n_fft, hop, card.window)
@@ -300,8 +307,7 @@ class MaskStream:
             mask = self.backend(self.window_in)  # (C or 1, 1, n_bins, ctx)
             self.timings.add(time.perf_counter() - t0)
             # a model that returns NaN/Inf never reaches the output: NaN -> 0, clip to [0, 1]
-            lo = ctx - L - K + self.card.mask_delay  # window column of the oldest frame's mask
-            mask = np.nan_to_num(mask[:, 0, :, lo : lo + K], nan=0.0, posinf=1.0, neginf=0.0)
+            mask = np.nan_to_num(mask[:, 0, :, self.columns], nan=0.0, posinf=1.0, neginf=0.0)
             mask = soften(np.clip(mask, 0.0, 1.0), self.settings.mask_temperature)
             full = extend_mask(mask, self.spec.shape[1])  # (C or 1, n_freqs, K)
         hist = K + L
@@ -549,10 +555,10 @@ def reference_vocals(
     n_net, _, n_frames = mag.shape
     mag = np.concatenate([np.zeros((n_net, card.n_bins, ctx), dtype=np.float32), mag], axis=2)
     mask = np.zeros((n_net, card.n_bins, n_frames), dtype=np.float32)
+    columns = settings.mask_columns(card)
     for j in range(K - 1, n_frames, K):
         win = mag[:, None, :, j + 1 : j + 1 + ctx]  # frames j-ctx+1 .. j
-        lo = ctx - L - K + card.mask_delay
-        cols = backend(np.ascontiguousarray(win))[:, 0, :, lo : lo + K]
+        cols = backend(np.ascontiguousarray(win))[:, 0, :, columns]
         first = j - L - K + 1
         for k in range(K):
             if 0 <= first + k < n_frames:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from vocex.model.backends import ModelError, ModelFiles, load_unet, resolve_model
-from vocex.model.card import CardError, ModelCard
+from vocex.model.card import CardError, ModelCard, ensemble_fields
 from vocex.model.cli import EXIT_INPUT, EXIT_MODEL, EXIT_OK, EXIT_OUTPUT, fail
 from vocex.model.files import atomic_path
 
@@ -56,7 +56,7 @@ def average(members: list[ModelFiles]) -> dict[str, Any]:
 
 
 def ensemble(members: list[ModelFiles], name: str) -> tuple[dict[str, Any], ModelCard]:
-    """State dict and card of the ensemble of ``members`` (see the module doc)."""
+    """State dict and card (without its files) of the ensemble of ``members`` (see the module doc)."""
     _check_agree(members, FRONT_FIELDS)
     nested = [m.card_path for m in members if m.card.members]
     if nested:
@@ -66,13 +66,10 @@ def ensemble(members: list[ModelFiles], name: str) -> tuple[dict[str, Any], Mode
         state.update({f"members.{i}.{k}": v for k, v in load_unet(m).state_dict().items()})
     specs = [{"base_channels": m.card.base_channels, "causal": m.card.causal, "mask_delay": m.card.mask_delay}
              for m in members]
-    first = members[0].card
+    first, whole = members[0].card, ensemble_fields(specs)
     card = first.replace(
-        name=name, files={"checkpoint": "model.pt"}, scores={}, members=specs,
-        base_channels=max(s["base_channels"] for s in specs), causal=all(s["causal"] for s in specs),
-        mask_delay=max(s["mask_delay"] for s in specs),
-        live={**first.live, "lookahead_frames": max([int(first.live.get("lookahead_frames", 0))]
-                                                    + [s["mask_delay"] for s in specs])},
+        name=name, scores={}, members=specs, **whole,
+        live={**first.live, "lookahead_frames": max(int(first.live.get("lookahead_frames", 0)), whole["mask_delay"])},
         training={"ensemble_of": [{"model": str(m.card_path), **m.card.training} for m in members]})
     return state, card
 
@@ -104,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             state = average(members)
             card = members[0].card.replace(
-                name=args.name or "vocex-unet-average", files={"checkpoint": weights.name}, scores={},
+                name=args.name or "vocex-unet-average", scores={},
                 training={"average_of": [{"model": str(m.card_path), **m.card.training} for m in members]})
+        card = card.replace(files={"checkpoint": weights.name})
     except (ModelError, CardError) as exc:
         return fail(PROG, exc, EXIT_MODEL)
     try:

@@ -36,4 +36,3 @@ def test_levels():
     lv.add(x, 0.5 * x)
     lin, lout, change = lv.take()
     assert lin == pytest.approx(-6.02, abs=0.01) and change == pytest.approx(-6.02, abs=0.01)
-
