@@ -55,6 +55,8 @@ class FrontEnd:
             raise CardError(f"invalid front end {self}")
         if self.window not in WINDOWS:
             raise CardError(f"unknown window {self.window!r}; known: {', '.join(WINDOWS)}")
+        if self.window == "low_delay" and 2 * self.hop > self.n_fft:
+            raise CardError(f"the low_delay window needs hop <= n_fft / 2, got hop={self.hop}, n_fft={self.n_fft}")
 
 
 def paper_front_end() -> FrontEnd:

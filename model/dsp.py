@@ -7,9 +7,17 @@ Conventions (one definition used everywhere, so streaming == offline can be test
   when it computes a frame each time ``hop`` new samples have arrived.
 * Analysis window ``w``; synthesis window ``w / sum_k w(n - k hop)^2`` (least-squares
   overlap-add), so analysis followed by synthesis reconstructs the input exactly for any
-  ``n_fft``/``hop`` pair whose window sum has no zeros.  Two windows are provided:
+  ``n_fft``/``hop`` pair whose window sum has no zeros.  Two such windows are provided:
   ``sqrt_hann`` (for ``hop <= n_fft / 2``) and ``sine_taper`` (flat top with sine tapers of
   length ``n_fft - hop``: power-complementary, for the paper's 25 % overlap).
+* ``low_delay`` is an asymmetric pair for streaming (Mauler & Martin, "A low delay, variable
+  resolution, perfect reconstruction spectral analysis-synthesis system for speech
+  enhancement", EUSIPCO 2007): the analysis window rises over ``n_fft - hop`` samples and
+  falls over the last ``hop``; the synthesis window is zero except on the frame's newest
+  ``2 * hop`` samples, where the two multiply to a Hann window of that length (which sums to
+  1 at this hop).  A frame then only writes its newest ``2 * hop`` samples, so a stream's
+  output waits ``2 * hop - 1`` samples for the window instead of ``n_fft - 1``, with the
+  frequency resolution of the full ``n_fft``.  :func:`synthesis_support` gives that length.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-WINDOWS = ("sqrt_hann", "sine_taper")
+WINDOWS = ("sqrt_hann", "sine_taper", "low_delay")
 
 
 def default_window(n_fft: int, hop: int) -> str:
@@ -39,14 +47,30 @@ def analysis_window(n_fft: int, hop: int, window: str) -> NDArray[np.float32]:
             ramp = np.sin(0.5 * np.pi * (np.arange(taper) + 0.5) / taper)
             w[:taper] = ramp
             w[n_fft - taper :] = ramp[::-1]
+    elif window == "low_delay":
+        _check_low_delay(n_fft, hop)
+        rise = n_fft - hop  # sqrt-Hann rising half of length 2 * rise, then one of length 2 * hop
+        w = np.empty(n_fft)
+        w[:rise] = np.sin(0.5 * np.pi * n[:rise] / rise)
+        w[rise:] = np.cos(0.5 * np.pi * (n[rise:] - rise) / hop)
     else:
         raise ValueError(f"unknown window {window!r}; choose one of {WINDOWS}")
     return w.astype(np.float32)
 
 
 def synthesis_window(n_fft: int, hop: int, window: str) -> NDArray[np.float32]:
-    """Synthesis window, shape ``(n_fft,)``, float32: ``w / sum_k w(n - k hop)^2``."""
+    """Synthesis window, shape ``(n_fft,)``, float32: ``w / sum_k w(n - k hop)^2``, or for
+    ``low_delay`` the window whose product with the analysis window is a Hann window on the
+    newest ``2 * hop`` samples (zero before them)."""
     w = analysis_window(n_fft, hop, window).astype(np.float64)
+    if window == "low_delay":
+        support = 2 * hop
+        m = np.arange(support, dtype=np.float64)
+        hann = 0.5 - 0.5 * np.cos(2.0 * np.pi * m / support)
+        out = np.zeros(n_fft)
+        tail = w[n_fft - support :]  # > 0 except at sample 0 when n_fft == 2 * hop, where hann is 0
+        out[n_fft - support :] = np.divide(hann, tail, out=np.zeros(support), where=tail > 0)
+        return out.astype(np.float32)
     wsum = np.zeros(n_fft + hop)
     for start in range(-(n_fft // hop) * hop, n_fft, hop):
         lo, hi = max(start, 0), min(start + n_fft, n_fft)
@@ -56,6 +80,18 @@ def synthesis_window(n_fft: int, hop: int, window: str) -> NDArray[np.float32]:
     if wsum.min() < 1e-3:
         raise ValueError(f"window {window!r} with n_fft={n_fft}, hop={hop} cannot reconstruct")
     return (w / wsum).astype(np.float32)
+
+
+def synthesis_support(n_fft: int, hop: int, window: str) -> int:
+    """How many of a frame's newest samples its synthesis window writes: ``n_fft``, or
+    ``2 * hop`` for ``low_delay``.  A stream's output waits ``synthesis_support - 1`` samples
+    for the window."""
+    return 2 * hop if window == "low_delay" else n_fft
+
+
+def _check_low_delay(n_fft: int, hop: int) -> None:
+    if 2 * hop > n_fft:
+        raise ValueError(f"the low_delay window needs hop <= n_fft / 2, got hop={hop}, n_fft={n_fft}")
 
 
 def n_frames_for(n_samples: int, n_fft: int, hop: int) -> int:

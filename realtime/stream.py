@@ -6,7 +6,9 @@ Signal path (per channel)::
     device rate --soxr--> model rate --STFT (frame every hop)--> |X| columns
         -> sliding window of the newest context_frames columns
         -> every K hops: U-Net on the window; mask columns [-L-K, -L) of the window
-        -> mask * X for those K frames -> inverse FFT -> overlap-add (numba)
+        -> mask * X for those K frames -> inverse FFT -> overlap-add (numba) of the
+           synthesis window's support (all n_fft samples, or the newest 2 hops for the
+           card's window ``low_delay``, which is what the window adds to the latency)
         -> model rate --soxr--> device rate vocal estimate, delayed by latency_samples
     output = vocals mode:  mix * vocals + (1 - mix) * dry
              karaoke mode: dry - mix * vocals            (dry = input delayed by the same amount)
@@ -31,7 +33,7 @@ from numpy.typing import NDArray
 
 from vocex.model.backends import Backend
 from vocex.model.card import ModelCard
-from vocex.model.dsp import analysis_window, check_temperature, extend_mask, soften, synthesis_window
+from vocex.model.dsp import analysis_window, check_temperature, extend_mask, soften, synthesis_support, synthesis_window
 
 MODES = ("karaoke", "vocals")
 RESAMPLER_QUALITY = "LQ"  # soxr: 0.5 ms (44.1 -> 48 kHz) / 10 ms (48 -> 44.1 kHz) of delay
@@ -67,8 +69,11 @@ class StreamingSettings:
         return slice(lo, lo + self.hop_batch)
 
     def model_latency(self, card: ModelCard) -> int:
-        """Algorithmic latency at the model's rate, in samples, without resampling."""
-        return card.n_fft - 1 + (self.hop_batch - 1 + self.lookahead_frames) * card.hop
+        """Algorithmic latency at the model's rate, in samples, without resampling: the
+        synthesis window's support (``n_fft``, or ``2 * hop`` for ``low_delay``) less one, and
+        a hop for each further frame of the batch and of the lookahead."""
+        support = synthesis_support(card.n_fft, card.hop, card.window)
+        return support - 1 + (self.hop_batch - 1 + self.lookahead_frames) * card.hop
 
     def describe(self, card: ModelCard) -> dict[str, Any]:
         return {"hop_batch": self.hop_batch, "lookahead_frames": self.lookahead_frames,
@@ -121,8 +126,9 @@ def streaming_settings(card: ModelCard, hop_batch: int | None = None, lookahead:
 @numba.njit(cache=True, nogil=True)
 def _overlap_add(acc: np.ndarray, frames: np.ndarray, synth: np.ndarray, hop: int,
                  out: np.ndarray, out_pos: int) -> None:  # pragma: no cover - compiled
-    """Overlap-add ``frames`` (C, K, n_fft) into ``acc`` (C, n_fft) one after another; after
-    each frame the first ``hop`` samples of ``acc`` are final: they go to
+    """Overlap-add ``frames`` (C, K, S) into ``acc`` (C, S) one after another, S the synthesis
+    support (the newest samples of each frame that its synthesis window writes); after each
+    frame the first ``hop`` samples of ``acc`` are final: they go to
     ``out[:, out_pos + k*hop : ...]`` and ``acc`` shifts left by ``hop``."""
     n_ch, n_frames, n_fft = frames.shape
     for c in range(n_ch):
@@ -226,7 +232,9 @@ class MaskStream:
         self.columns = settings.mask_columns(card)
         n_freqs = n_fft // 2 + 1
         self.window = analysis_window(n_fft, hop, card.window)
-        self.synth = synthesis_window(n_fft, hop, card.window)
+        # only the newest `support` samples of a frame are synthesised (all of it unless low_delay)
+        self.support = synthesis_support(n_fft, hop, card.window)
+        self.synth = synthesis_window(n_fft, hop, card.window)[n_fft - self.support :]
         self.frame_in = np.zeros((n_channels, n_fft), dtype=np.float32)
         self.windowed = np.zeros((n_channels, n_fft), dtype=np.float32)
         self.spec = np.zeros((n_channels, n_freqs), dtype=np.complex64)
@@ -241,7 +249,8 @@ class MaskStream:
         self.masked = np.zeros((n_channels, self.K, n_freqs), dtype=np.complex64)
         self.zero_mask = np.zeros((n_net, n_freqs, self.K), dtype=np.float32)
         self.frames = np.zeros((n_channels, self.K, n_fft), dtype=np.float32)
-        self.acc = np.zeros((n_channels, n_fft), dtype=np.float32)
+        self.frames_tail = self.frames[:, :, n_fft - self.support :]
+        self.acc = np.zeros((n_channels, self.support), dtype=np.float32)
         self.burst = np.zeros((n_channels, self.K * hop), dtype=np.float32)
         # one push of max_push samples finalises at most max_push + K * hop samples
         self.max_push = max_push
@@ -255,7 +264,7 @@ class MaskStream:
             a[...] = 0
         self.fill = self.n_fft - self.hop  # the first frame sees n_fft - hop zeros (as offline)
         self.n_frames = 0
-        self.discard = self.n_fft - self.hop  # OLA output before the signal's start
+        self.discard = self.support - self.hop  # OLA output before the signal's start
         self.vocals.clear()
 
     def final_after(self, n_in: int) -> int:
@@ -263,7 +272,7 @@ class MaskStream:
         frames = n_in // self.hop
         events = frames // self.K
         done_frames = events * self.K - self.L  # frames whose OLA head is final
-        return max(0, done_frames * self.hop - (self.n_fft - self.hop))
+        return max(0, done_frames * self.hop - (self.support - self.hop))
 
     def push(self, x: NDArray[np.float32]) -> int:
         n, pos, made = x.shape[1], 0, 0
@@ -319,9 +328,9 @@ class MaskStream:
             else:
                 np.multiply(self.spec_hist[:, f % hist], full[:, :, k], out=self.masked[:, k])
         np.fft.irfft(self.masked, n=self.n_fft, axis=2, out=self.frames)
-        _overlap_add(self.acc, self.frames, self.synth, self.hop, self.burst, 0)
+        _overlap_add(self.acc, self.frames_tail, self.synth, self.hop, self.burst, 0)
         produced = K * self.hop
-        # frames before the stream start (f < 0) emit nothing, and the first n_fft - hop
+        # frames before the stream start (f < 0) emit nothing, and the first support - hop
         # samples of the OLA are the left padding of frame 0: drop both
         lo = min(max(0, -first) * self.hop, produced)
         skip = min(self.discard, produced - lo)

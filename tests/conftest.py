@@ -40,7 +40,8 @@ def make_model(folder: Path, name: str = "tiny", seed: int = 0, **overrides) -> 
     raw = folder / "raw"
     raw.mkdir(exist_ok=True)
     torch.save(model.state_dict(), raw / "model.pt")
-    card = ModelCard(name=name, window=default_window(spec["n_fft"], spec["hop"]), files={"checkpoint": "model.pt"}, **spec)
+    window = spec.pop("window", None) or default_window(spec["n_fft"], spec["hop"])
+    card = ModelCard(name=name, window=window, files={"checkpoint": "model.pt"}, **spec)
     card.save(raw / "model.json")
     return export(resolve_model(raw / "model.json"), folder, name, ["onnx", "torchscript"])
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from vocex.model.card import PRESETS, CardError, FrontEnd, ModelCard
-from vocex.model.dsp import default_window
+from vocex.model.dsp import WINDOWS, default_window
 from vocex.model.cli import EXIT_INPUT, EXIT_MODEL, fail
 from vocex.train.data import Corpus, DataError, PatchSampler, add_musdb_like, add_shared
 
@@ -34,6 +34,7 @@ class TrainConfig:
     sample_rate: int | None = None
     n_fft: int | None = None
     hop: int | None = None
+    window: str | None = None
     n_bins: int = 512
     context_frames: int = 128
     base_channels: int = 16
@@ -61,7 +62,7 @@ class TrainConfig:
         base = PRESETS[self.preset]()
         n_fft = self.n_fft or base.n_fft
         hop = self.hop or base.hop
-        window = base.window if (n_fft, hop) == (base.n_fft, base.hop) else default_window(n_fft, hop)
+        window = self.window or (base.window if (n_fft, hop) == (base.n_fft, base.hop) else default_window(n_fft, hop))
         return FrontEnd(self.sample_rate or base.sample_rate, n_fft, hop, window)
 
 
@@ -88,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-rate", type=int, help="override the preset's sample rate (Hz)")
     p.add_argument("--n-fft", type=int, help="override the preset's FFT size")
     p.add_argument("--hop", type=int, help="override the preset's hop")
+    p.add_argument("--window", choices=WINDOWS,
+                   help="STFT window (default: sqrt_hann at up to 50%% hop, sine_taper above); low_delay "
+                        "is the asymmetric pair whose stream latency counts 2 hops for the window instead "
+                        "of n_fft (live models)")
     p.add_argument("--n-bins", type=int, default=TrainConfig.n_bins)
     p.add_argument("--context-frames", type=int, default=TrainConfig.context_frames)
     p.add_argument("--base-channels", type=int, default=TrainConfig.base_channels,

@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vocex.model.dsp import (analysis_window, default_window, extend_mask, frame_weights, istft, n_frames_for, stft,
-                             synthesis_window)
+                             synthesis_support, synthesis_window)
 
 PAIRS = [(1024, 768), (1024, 256), (1024, 512), (512, 128), (128, 32), (256, 192), (64, 64), (100, 25)]
 
@@ -48,6 +48,30 @@ def test_paper_window_is_power_complementary():
     np.testing.assert_allclose(overlap, 1.0, atol=1e-6)
     assert np.all(w[256:768] == 1.0)
     np.testing.assert_allclose(synthesis_window(1024, 768, "sine_taper"), w, atol=1e-6)
+
+
+@pytest.mark.parametrize("n_fft,hop", [(1024, 256), (128, 32), (256, 128)])
+def test_low_delay_window_reconstructs_from_the_newest_two_hops(n_fft, hop):
+    a = analysis_window(n_fft, hop, "low_delay").astype(np.float64)
+    s = synthesis_window(n_fft, hop, "low_delay").astype(np.float64)
+    assert np.all(s[: n_fft - 2 * hop] == 0) and np.all(s[n_fft - 2 * hop + 1 :] > 0)
+    assert np.argmax(a) == n_fft - hop  # rises over n_fft - hop, falls over hop
+    total = np.zeros(n_fft + 8 * hop)
+    for k in range(n_fft // hop + 8):
+        lo = k * hop
+        total[lo : lo + n_fft] += (a * s)[: len(total) - lo]
+    np.testing.assert_allclose(total[n_fft : n_fft + 4 * hop], 1.0, atol=1e-6)
+    n = 5 * n_fft + 17
+    x = np.random.default_rng(1).standard_normal((n, 2)).astype(np.float32)
+    got = istft(stft(x, n_fft, hop, "low_delay"), n, n_fft, hop, "low_delay")
+    np.testing.assert_allclose(got, x, atol=2e-5)
+    assert synthesis_support(n_fft, hop, "low_delay") == 2 * hop
+    assert synthesis_support(n_fft, hop, "sqrt_hann") == n_fft
+
+
+def test_low_delay_window_needs_half_overlap():
+    with pytest.raises(ValueError, match="hop <= n_fft / 2"):
+        analysis_window(1024, 768, "low_delay")
 
 
 def test_frame_convention_is_causal():

@@ -151,6 +151,41 @@ def test_causal_model_streams_as_its_offline_reference(causal_backend, K, L):
     assert np.abs(ref).max() > 0.01
 
 
+@pytest.fixture(scope="module")
+def low_delay_backend(tmp_path_factory):
+    from tests.conftest import make_model
+    from vocex.model.backends import load_backend, resolve_model
+
+    card = make_model(tmp_path_factory.mktemp("low-delay"), name="ld", seed=6, window="low_delay")
+    return load_backend(resolve_model(card), "onnx", "cpu", threads=1)
+
+
+@pytest.mark.parametrize("K,L", [(1, 0), (4, 0), (2, 3)])
+def test_low_delay_window_streams_as_its_offline_reference(low_delay_backend, K, L):
+    x = tone_mix(RATE, RATE, seed=7)
+    s = StreamingSettings(K, L)
+    got = separate_streaming(low_delay_backend, x, RATE, s, block_size=211)
+    ref = reference_vocals(low_delay_backend, x, s)
+    np.testing.assert_allclose(got, ref, atol=2e-5)
+    assert np.abs(ref).max() > 0.01
+
+
+@pytest.mark.parametrize("K,L", [(1, 0), (4, 2)])
+def test_low_delay_window_saves_n_fft_less_two_hops_of_latency(low_delay_backend, K, L):
+    hop = TINY["hop"]
+    sep = StreamingSeparator(low_delay_backend, 1, RATE, StreamingSettings(K, L), mode="vocals")
+    assert sep.latency_samples == 2 * hop - 1 + (K - 1 + L) * hop
+    # the vocal estimate of an impulse peaks latency_samples later, never earlier, and is
+    # the same as the offline separation shifted by that much
+    x = np.zeros((4000, 1), np.float32)
+    x[1500] = 1.0
+    y = _run(sep, x, [50])
+    ref = reference_vocals(low_delay_backend, x, StreamingSettings(K, L))
+    lat = sep.latency_samples
+    np.testing.assert_allclose(y[lat:], ref[: len(x) - lat], atol=2e-6)
+    assert np.abs(y[: 1500 + lat - 2 * hop]).max() == 0.0
+
+
 def test_downmix_policy_one_mask_for_all_channels(downmix_backend):
     from vocex.model.separate import Separator
 

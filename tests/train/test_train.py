@@ -59,6 +59,21 @@ def test_causal_delayed_training_records_it_and_exports_the_same_network(musdb_h
         np.testing.assert_allclose(load_backend(exported, name, "cpu")(x), eager(x), atol=1e-5)
 
 
+def test_low_delay_window_is_trained_and_recorded(musdb_hq, tmp_path, capsys):
+    from vocex.realtime.stream import StreamingSettings
+
+    out = tmp_path / "ld"
+    assert main(["--out", str(out), "--musdb-root", str(musdb_hq), "--steps", "2", "--window", "low_delay",
+                 *TINY_ARGS]) == 0
+    card = resolve_model(out / "model.json").card
+    assert card.window == "low_delay"
+    assert StreamingSettings(2, 1).model_latency(card) == 2 * 32 - 1 + 2 * 32
+    assert main(["--out", str(tmp_path / "bad"), "--musdb-root", str(musdb_hq), "--window", "low_delay",
+                 *TINY_ARGS[:4], "--hop", "96", *TINY_ARGS[6:]]) == 2
+    assert "low_delay window needs hop <= n_fft / 2" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_no_data_is_a_clear_error(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "r")]) == 2
     assert "no training data" in capsys.readouterr().err
