@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vocex.model.dsp import WINDOWS, default_window
+from vocex.model.dsp import LOW_DELAY, WINDOWS, default_window
 
 CARD_VERSION = 1
 # How a mono network serves multi-channel audio:
@@ -55,8 +55,8 @@ class FrontEnd:
             raise CardError(f"invalid front end {self}")
         if self.window not in WINDOWS:
             raise CardError(f"unknown window {self.window!r}; known: {', '.join(WINDOWS)}")
-        if self.window == "low_delay" and 2 * self.hop > self.n_fft:
-            raise CardError(f"the low_delay window needs hop <= n_fft / 2, got hop={self.hop}, n_fft={self.n_fft}")
+        if self.window in LOW_DELAY and 2 * self.hop > self.n_fft:
+            raise CardError(f"a low-delay window needs hop <= n_fft / 2, got hop={self.hop}, n_fft={self.n_fft}")
 
 
 def paper_front_end() -> FrontEnd:

@@ -18,6 +18,10 @@ Conventions (one definition used everywhere, so streaming == offline can be test
   1 at this hop).  A frame then only writes its newest ``2 * hop`` samples, so a stream's
   output waits ``2 * hop - 1`` samples for the window instead of ``n_fft - 1``, with the
   frequency resolution of the full ``n_fft``.  :func:`synthesis_support` gives that length.
+* ``sqrt_hann_low_delay`` keeps the ``sqrt_hann`` analysis window, so a model trained with
+  ``sqrt_hann`` sees exactly the same input, and takes the same short synthesis window: the
+  Hann window of the newest ``2 * hop`` samples divided by the falling half of the analysis
+  window (at most ``8 / (3 sqrt 3)`` = 1.54 at ``hop = n_fft / 4``, and 0 at the frame's end).
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-WINDOWS = ("sqrt_hann", "sine_taper", "low_delay")
+WINDOWS = ("sqrt_hann", "sine_taper", "low_delay", "sqrt_hann_low_delay")
+LOW_DELAY = ("low_delay", "sqrt_hann_low_delay")  # synthesis on the newest 2 hops only
 
 
 def default_window(n_fft: int, hop: int) -> str:
@@ -38,7 +43,9 @@ def analysis_window(n_fft: int, hop: int, window: str) -> NDArray[np.float32]:
     if not 0 < hop <= n_fft:
         raise ValueError(f"hop must be in 1..n_fft, got hop={hop}, n_fft={n_fft}")
     n = np.arange(n_fft, dtype=np.float64)
-    if window == "sqrt_hann":
+    if window in LOW_DELAY:
+        _check_low_delay(n_fft, hop)
+    if window in ("sqrt_hann", "sqrt_hann_low_delay"):
         w = np.sqrt(0.5 - 0.5 * np.cos(2.0 * np.pi * n / n_fft))
     elif window == "sine_taper":
         taper = n_fft - hop
@@ -48,7 +55,6 @@ def analysis_window(n_fft: int, hop: int, window: str) -> NDArray[np.float32]:
             w[:taper] = ramp
             w[n_fft - taper :] = ramp[::-1]
     elif window == "low_delay":
-        _check_low_delay(n_fft, hop)
         rise = n_fft - hop  # sqrt-Hann rising half of length 2 * rise, then one of length 2 * hop
         w = np.empty(n_fft)
         w[:rise] = np.sin(0.5 * np.pi * n[:rise] / rise)
@@ -60,15 +66,15 @@ def analysis_window(n_fft: int, hop: int, window: str) -> NDArray[np.float32]:
 
 def synthesis_window(n_fft: int, hop: int, window: str) -> NDArray[np.float32]:
     """Synthesis window, shape ``(n_fft,)``, float32: ``w / sum_k w(n - k hop)^2``, or for
-    ``low_delay`` the window whose product with the analysis window is a Hann window on the
-    newest ``2 * hop`` samples (zero before them)."""
+    the :data:`LOW_DELAY` windows the window whose product with the analysis window is a Hann
+    window on the newest ``2 * hop`` samples (zero before them)."""
     w = analysis_window(n_fft, hop, window).astype(np.float64)
-    if window == "low_delay":
+    if window in LOW_DELAY:
         support = 2 * hop
         m = np.arange(support, dtype=np.float64)
         hann = 0.5 - 0.5 * np.cos(2.0 * np.pi * m / support)
         out = np.zeros(n_fft)
-        tail = w[n_fft - support :]  # > 0 except at sample 0 when n_fft == 2 * hop, where hann is 0
+        tail = w[n_fft - support :]  # > 0 except where hann is 0 too (sample 0 when n_fft == 2 * hop)
         out[n_fft - support :] = np.divide(hann, tail, out=np.zeros(support), where=tail > 0)
         return out.astype(np.float32)
     wsum = np.zeros(n_fft + hop)
@@ -84,14 +90,14 @@ def synthesis_window(n_fft: int, hop: int, window: str) -> NDArray[np.float32]:
 
 def synthesis_support(n_fft: int, hop: int, window: str) -> int:
     """How many of a frame's newest samples its synthesis window writes: ``n_fft``, or
-    ``2 * hop`` for ``low_delay``.  A stream's output waits ``synthesis_support - 1`` samples
-    for the window."""
-    return 2 * hop if window == "low_delay" else n_fft
+    ``2 * hop`` for the :data:`LOW_DELAY` windows.  A stream's output waits
+    ``synthesis_support - 1`` samples for the window."""
+    return 2 * hop if window in LOW_DELAY else n_fft
 
 
 def _check_low_delay(n_fft: int, hop: int) -> None:
     if 2 * hop > n_fft:
-        raise ValueError(f"the low_delay window needs hop <= n_fft / 2, got hop={hop}, n_fft={n_fft}")
+        raise ValueError(f"a low-delay window needs hop <= n_fft / 2, got hop={hop}, n_fft={n_fft}")
 
 
 def n_frames_for(n_samples: int, n_fft: int, hop: int) -> int:

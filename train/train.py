@@ -91,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hop", type=int, help="override the preset's hop")
     p.add_argument("--window", choices=WINDOWS,
                    help="STFT window (default: sqrt_hann at up to 50%% hop, sine_taper above); low_delay "
-                        "is the asymmetric pair whose stream latency counts 2 hops for the window instead "
-                        "of n_fft (live models)")
+                        "(asymmetric) and sqrt_hann_low_delay synthesise only a frame's newest 2 hops, so a "
+                        "stream waits 2 hops for the window instead of n_fft (live models)")
     p.add_argument("--n-bins", type=int, default=TrainConfig.n_bins)
     p.add_argument("--context-frames", type=int, default=TrainConfig.context_frames)
     p.add_argument("--base-channels", type=int, default=TrainConfig.base_channels,

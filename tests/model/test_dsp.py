@@ -50,12 +50,17 @@ def test_paper_window_is_power_complementary():
     np.testing.assert_allclose(synthesis_window(1024, 768, "sine_taper"), w, atol=1e-6)
 
 
+@pytest.mark.parametrize("window", ["low_delay", "sqrt_hann_low_delay"])
 @pytest.mark.parametrize("n_fft,hop", [(1024, 256), (128, 32), (256, 128)])
-def test_low_delay_window_reconstructs_from_the_newest_two_hops(n_fft, hop):
-    a = analysis_window(n_fft, hop, "low_delay").astype(np.float64)
-    s = synthesis_window(n_fft, hop, "low_delay").astype(np.float64)
-    assert np.all(s[: n_fft - 2 * hop] == 0) and np.all(s[n_fft - 2 * hop + 1 :] > 0)
-    assert np.argmax(a) == n_fft - hop  # rises over n_fft - hop, falls over hop
+def test_low_delay_windows_reconstruct_from_the_newest_two_hops(window, n_fft, hop):
+    a = analysis_window(n_fft, hop, window).astype(np.float64)
+    s = synthesis_window(n_fft, hop, window).astype(np.float64)
+    assert np.all(s[: n_fft - 2 * hop] == 0) and np.all(s[n_fft - 2 * hop + 1 : -1] > 0)
+    if window == "low_delay":
+        assert np.argmax(a) == n_fft - hop  # rises over n_fft - hop, falls over hop
+    else:  # the sqrt_hann analysis, so a sqrt_hann model sees the same input
+        np.testing.assert_array_equal(a, analysis_window(n_fft, hop, "sqrt_hann"))
+        assert s.max() <= 8 / (3 * np.sqrt(3)) + 1e-6
     total = np.zeros(n_fft + 8 * hop)
     for k in range(n_fft // hop + 8):
         lo = k * hop
@@ -63,15 +68,16 @@ def test_low_delay_window_reconstructs_from_the_newest_two_hops(n_fft, hop):
     np.testing.assert_allclose(total[n_fft : n_fft + 4 * hop], 1.0, atol=1e-6)
     n = 5 * n_fft + 17
     x = np.random.default_rng(1).standard_normal((n, 2)).astype(np.float32)
-    got = istft(stft(x, n_fft, hop, "low_delay"), n, n_fft, hop, "low_delay")
+    got = istft(stft(x, n_fft, hop, window), n, n_fft, hop, window)
     np.testing.assert_allclose(got, x, atol=2e-5)
-    assert synthesis_support(n_fft, hop, "low_delay") == 2 * hop
+    assert synthesis_support(n_fft, hop, window) == 2 * hop
     assert synthesis_support(n_fft, hop, "sqrt_hann") == n_fft
 
 
-def test_low_delay_window_needs_half_overlap():
-    with pytest.raises(ValueError, match="hop <= n_fft / 2"):
-        analysis_window(1024, 768, "low_delay")
+@pytest.mark.parametrize("window", ["low_delay", "sqrt_hann_low_delay"])
+def test_low_delay_windows_need_half_overlap(window):
+    with pytest.raises(ValueError, match="low-delay window needs hop <= n_fft / 2"):
+        analysis_window(1024, 768, window)
 
 
 def test_frame_convention_is_causal():

@@ -151,12 +151,12 @@ def test_causal_model_streams_as_its_offline_reference(causal_backend, K, L):
     assert np.abs(ref).max() > 0.01
 
 
-@pytest.fixture(scope="module")
-def low_delay_backend(tmp_path_factory):
+@pytest.fixture(scope="module", params=["low_delay", "sqrt_hann_low_delay"])
+def low_delay_backend(tmp_path_factory, request):
     from tests.conftest import make_model
     from vocex.model.backends import load_backend, resolve_model
 
-    card = make_model(tmp_path_factory.mktemp("low-delay"), name="ld", seed=6, window="low_delay")
+    card = make_model(tmp_path_factory.mktemp("low-delay"), name="ld", seed=6, window=request.param)
     return load_backend(resolve_model(card), "onnx", "cpu", threads=1)
 
 

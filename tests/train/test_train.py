@@ -70,7 +70,7 @@ def test_low_delay_window_is_trained_and_recorded(musdb_hq, tmp_path, capsys):
     assert StreamingSettings(2, 1).model_latency(card) == 2 * 32 - 1 + 2 * 32
     assert main(["--out", str(tmp_path / "bad"), "--musdb-root", str(musdb_hq), "--window", "low_delay",
                  *TINY_ARGS[:4], "--hop", "96", *TINY_ARGS[6:]]) == 2
-    assert "low_delay window needs hop <= n_fft / 2" in capsys.readouterr().err
+    assert "a low-delay window needs hop <= n_fft / 2" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
 
 
