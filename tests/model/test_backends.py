@@ -25,7 +25,7 @@ def test_all_backends_agree_on_tiny_model(tiny_model):
     assert mask.std() > 1e-3  # a real, input-dependent mask
 
 
-@pytest.mark.parametrize("name", ["default", "live", "live-ensemble"])
+@pytest.mark.parametrize("name", ["default", "live", "live-ensemble", "live-low-delay"])
 def test_all_backends_agree_on_shipped_model(name):
     files = resolve_model(name)
     card = files.card
@@ -52,6 +52,20 @@ def test_shipped_model_card_is_complete():
     assert "test" not in json.dumps(card.training["data"]).lower()
 
 
+def test_low_delay_card_is_the_live_network_with_a_short_synthesis_window():
+    from vocex.model.dsp import analysis_window, synthesis_support
+    from vocex.realtime.stream import streaming_settings
+
+    live, low = resolve_model("live"), resolve_model("live-low-delay")
+    assert low.card.files == live.card.files  # the same weights files, no second copy
+    assert (low.card.window, live.card.window) == ("sqrt_hann_low_delay", "sqrt_hann")
+    fe = (live.card.n_fft, live.card.hop)
+    np.testing.assert_array_equal(analysis_window(*fe, low.card.window), analysis_window(*fe, live.card.window))
+    assert synthesis_support(*fe, low.card.window) == 2 * live.card.hop
+    settings = streaming_settings(low.card)
+    assert settings.model_latency(low.card) == 2 * 256 - 1 + (settings.hop_batch - 1) * 256
+
+
 def test_resolve_by_weights_file_and_folder(tiny_model):
     assert resolve_model(tiny_model.with_suffix(".onnx")).card_path == tiny_model
     assert resolve_model(tiny_model.parent).card_path == tiny_model
@@ -60,7 +74,7 @@ def test_resolve_by_weights_file_and_folder(tiny_model):
 def test_resolve_a_shipped_model_by_name(tmp_path, monkeypatch):
     from vocex.model.backends import default_model_path, shipped_models
 
-    assert {"default", "live", "live-ensemble"} <= set(shipped_models())
+    assert {"default", "live", "live-ensemble", "live-low-delay"} <= set(shipped_models())
     for name in shipped_models():
         assert resolve_model(name).card_path == default_model_path().with_name(f"{name}.json")
     monkeypatch.chdir(tmp_path)
