@@ -7,8 +7,8 @@ Signal path (per channel)::
         -> sliding window of the newest context_frames columns
         -> every K hops: U-Net on the window; mask columns [-L-K, -L) of the window
         -> mask * X for those K frames -> inverse FFT -> overlap-add (numba) of the
-           synthesis window's support (all n_fft samples, or the newest 2 hops for the
-           card's window ``low_delay``, which is what the window adds to the latency)
+           synthesis window's support (all n_fft samples, or the newest 2 hops for a
+           low-delay window, dsp.LOW_DELAY: what the window adds to the latency)
         -> model rate --soxr--> device rate vocal estimate, delayed by latency_samples
     output = vocals mode:  mix * vocals + (1 - mix) * dry
              karaoke mode: dry - mix * vocals            (dry = input delayed by the same amount)
@@ -70,7 +70,7 @@ class StreamingSettings:
 
     def model_latency(self, card: ModelCard) -> int:
         """Algorithmic latency at the model's rate, in samples, without resampling: the
-        synthesis window's support (``n_fft``, or ``2 * hop`` for ``low_delay``) less one, and
+        synthesis window's support (``n_fft``, or ``2 * hop`` for a low-delay window) less one, and
         a hop for each further frame of the batch and of the lookahead."""
         support = synthesis_support(card.n_fft, card.hop, card.window)
         return support - 1 + (self.hop_batch - 1 + self.lookahead_frames) * card.hop
@@ -130,17 +130,17 @@ def _overlap_add(acc: np.ndarray, frames: np.ndarray, synth: np.ndarray, hop: in
     support (the newest samples of each frame that its synthesis window writes); after each
     frame the first ``hop`` samples of ``acc`` are final: they go to
     ``out[:, out_pos + k*hop : ...]`` and ``acc`` shifts left by ``hop``."""
-    n_ch, n_frames, n_fft = frames.shape
+    n_ch, n_frames, support = frames.shape
     for c in range(n_ch):
         for k in range(n_frames):
-            for i in range(n_fft):
+            for i in range(support):
                 acc[c, i] += frames[c, k, i] * synth[i]
             base = out_pos + k * hop
             for i in range(hop):
                 out[c, base + i] = acc[c, i]
-            for i in range(n_fft - hop):
+            for i in range(support - hop):
                 acc[c, i] = acc[c, i + hop]
-            for i in range(n_fft - hop, n_fft):
+            for i in range(support - hop, support):
                 acc[c, i] = 0.0
 
 
@@ -232,7 +232,7 @@ class MaskStream:
         self.columns = settings.mask_columns(card)
         n_freqs = n_fft // 2 + 1
         self.window = analysis_window(n_fft, hop, card.window)
-        # only the newest `support` samples of a frame are synthesised (all of it unless low_delay)
+        # only the newest `support` samples of a frame are synthesised (all but for a low-delay window)
         self.support = synthesis_support(n_fft, hop, card.window)
         self.synth = synthesis_window(n_fft, hop, card.window)[n_fft - self.support :]
         self.frame_in = np.zeros((n_channels, n_fft), dtype=np.float32)
