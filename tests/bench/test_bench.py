@@ -44,6 +44,20 @@ def test_latency_without_jack_says_what_it_skips(live_like_model, tmp_path, monk
     assert cli.main(["soak", "--song", "x.wav", "--minutes", "0.1"]) == 5
 
 
+def test_latency_table_shows_impulses_that_never_arrived():
+    from vocex.bench.latency import table
+
+    row = dict(rate=48000, K=1, L=0, block=256, reported_samples=2303, reported_ms=47.98, xruns=0,
+               late_blocks=100, restarts=100, impulses=4)
+    report = {"algorithmic": [], "measured": [
+        {**row, "measured_samples": 2303, "measured_ms": 47.98, "error_samples": 0, "within_one_block": True, "arrived": 2},
+        {**row, "measured_samples": -1, "measured_ms": None, "error_samples": None, "within_one_block": False, "arrived": 0},
+    ]}
+    first, second = table(report).splitlines()[-2:]
+    assert "47.98" in first.split()[5] and "2/4" in first and first.split()[-1] == "100"
+    assert second.split()[5:9] == ["-", "-", "NO", "0/4"]
+
+
 @pytest.mark.jack
 @pytest.mark.slow
 def test_latency_measured_on_jack_matches_reported(live_like_model, tmp_path):
@@ -53,7 +67,7 @@ def test_latency_measured_on_jack_matches_reported(live_like_model, tmp_path):
     assert cli.main(["latency", "--model", str(live_like_model), "--json", str(out),
                      "--settings", "48000:2:1", "--blocks", "256"]) == 0
     (row,) = json.loads(out.read_text())["measured"]
-    assert row["within_one_block"], row
+    assert row["within_one_block"] and row["arrived"] >= 1, row
 
 
 @pytest.mark.jack
