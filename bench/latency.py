@@ -70,12 +70,13 @@ def measure(files: ModelFiles, setting: dict[str, int], block: int, impulses: in
     segments = [np.abs(rec.audio[h : h + window, 0]) for h in hits]
     arrivals = [int(np.argmax(seg)) for seg in segments if seg.size and seg.max() >= 0.3]
     reported = stats["details"]["algorithmic_latency_samples"] + stats["details"]["buffer_latency_samples"]
-    measured = int(np.median(arrivals)) if arrivals else -1
+    measured = int(np.median(arrivals)) if arrivals else None  # None: not one impulse arrived
+    error = None if measured is None else measured - reported
     return {**setting, "block": block, "reported_samples": reported, "measured_samples": measured,
-            "impulses": len(hits), "arrived": len(arrivals), "error_samples": measured - reported if arrivals else None,
-            "within_one_block": bool(arrivals) and abs(measured - reported) <= block,
+            "impulses": len(hits), "arrived": len(arrivals), "error_samples": error,
+            "within_one_block": error is not None and abs(error) <= block,
             "reported_ms": round(1000 * reported / rate, 2),
-            "measured_ms": round(1000 * measured / rate, 2) if arrivals else None,
+            "measured_ms": None if measured is None else round(1000 * measured / rate, 2),
             "algorithmic_ms": stats["algorithmic_latency_ms"], "buffer_ms": stats["buffer_latency_ms"],
             "device_ms_portaudio": stats["device_latency_ms"], "xruns": stats["xruns"],
             "late_blocks": stats["late_blocks"], "restarts": stats.get("restarts", 0),
@@ -91,7 +92,7 @@ def table(report: dict[str, Any]) -> str:
         lines.append(f"{'rate':>6} {'K':>2} {'L':>2} {'block':>5} {'reported ms':>12} {'measured ms':>12} "
                      f"{'error smp':>9} {'ok':>3} {'arrived':>7} {'xruns':>5} {'late':>4} {'restarts':>8}")
         for r in report["measured"]:
-            found = r.get("measured_ms") is not None and r.get("error_samples") is not None
+            found = r["error_samples"] is not None
             measured = f"{r['measured_ms']:12.2f}" if found else f"{'-':>12}"
             error = f"{r['error_samples']:9d}" if found else f"{'-':>9}"
             arrived = f"{r['arrived']}/{r['impulses']}" if "arrived" in r else "-"

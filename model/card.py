@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vocex.model.dsp import LOW_DELAY, WINDOWS, default_window
+from vocex.model.dsp import check_window, default_window
 
 CARD_VERSION = 1
 # How a mono network serves multi-channel audio:
@@ -53,10 +53,10 @@ class FrontEnd:
     def __post_init__(self) -> None:
         if self.sample_rate <= 0 or self.n_fft <= 0 or not 0 < self.hop <= self.n_fft:
             raise CardError(f"invalid front end {self}")
-        if self.window not in WINDOWS:
-            raise CardError(f"unknown window {self.window!r}; known: {', '.join(WINDOWS)}")
-        if self.window in LOW_DELAY and 2 * self.hop > self.n_fft:
-            raise CardError(f"a low-delay window needs hop <= n_fft / 2, got hop={self.hop}, n_fft={self.n_fft}")
+        try:
+            check_window(self.n_fft, self.hop, self.window)
+        except ValueError as exc:
+            raise CardError(str(exc)) from None
 
 
 def paper_front_end() -> FrontEnd:

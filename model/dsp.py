@@ -38,13 +38,21 @@ def default_window(n_fft: int, hop: int) -> str:
     return "sqrt_hann" if 2 * hop <= n_fft else "sine_taper"
 
 
-def analysis_window(n_fft: int, hop: int, window: str) -> NDArray[np.float32]:
-    """Analysis window, shape ``(n_fft,)``, float32."""
+def check_window(n_fft: int, hop: int, window: str) -> None:
+    """ValueError unless ``window`` is one of :data:`WINDOWS` and can frame ``n_fft``/``hop``
+    (the low-delay windows need ``hop <= n_fft / 2``)."""
     if not 0 < hop <= n_fft:
         raise ValueError(f"hop must be in 1..n_fft, got hop={hop}, n_fft={n_fft}")
+    if window not in WINDOWS:
+        raise ValueError(f"unknown window {window!r}; choose one of {', '.join(WINDOWS)}")
+    if window in LOW_DELAY and 2 * hop > n_fft:
+        raise ValueError(f"a low-delay window needs hop <= n_fft / 2, got hop={hop}, n_fft={n_fft}")
+
+
+def analysis_window(n_fft: int, hop: int, window: str) -> NDArray[np.float32]:
+    """Analysis window, shape ``(n_fft,)``, float32."""
+    check_window(n_fft, hop, window)
     n = np.arange(n_fft, dtype=np.float64)
-    if window in LOW_DELAY:
-        _check_low_delay(n_fft, hop)
     if window in ("sqrt_hann", "sqrt_hann_low_delay"):
         w = np.sqrt(0.5 - 0.5 * np.cos(2.0 * np.pi * n / n_fft))
     elif window == "sine_taper":
@@ -54,13 +62,11 @@ def analysis_window(n_fft: int, hop: int, window: str) -> NDArray[np.float32]:
             ramp = np.sin(0.5 * np.pi * (np.arange(taper) + 0.5) / taper)
             w[:taper] = ramp
             w[n_fft - taper :] = ramp[::-1]
-    elif window == "low_delay":
+    else:  # low_delay
         rise = n_fft - hop  # sqrt-Hann rising half of length 2 * rise, then one of length 2 * hop
         w = np.empty(n_fft)
         w[:rise] = np.sin(0.5 * np.pi * n[:rise] / rise)
         w[rise:] = np.cos(0.5 * np.pi * (n[rise:] - rise) / hop)
-    else:
-        raise ValueError(f"unknown window {window!r}; choose one of {WINDOWS}")
     return w.astype(np.float32)
 
 
@@ -93,11 +99,6 @@ def synthesis_support(n_fft: int, hop: int, window: str) -> int:
     ``2 * hop`` for the :data:`LOW_DELAY` windows.  A stream's output waits
     ``synthesis_support - 1`` samples for the window."""
     return 2 * hop if window in LOW_DELAY else n_fft
-
-
-def _check_low_delay(n_fft: int, hop: int) -> None:
-    if 2 * hop > n_fft:
-        raise ValueError(f"a low-delay window needs hop <= n_fft / 2, got hop={hop}, n_fft={n_fft}")
 
 
 def n_frames_for(n_samples: int, n_fft: int, hop: int) -> int:
