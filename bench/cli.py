@@ -76,7 +76,7 @@ def cmd_compute(args: argparse.Namespace) -> int:
 
     files = _live_model(args.model)
     report = compute.run(files, [int(k) for k in args.hop_batches.split(",")],
-                         [int(c) for c in args.channels.split(",")], args.iterations)
+                         [int(c) for c in args.channels.split(",")], args.iterations, args.whole)
     report["machine"] = _machine()
     print(compute.table(report))
     _write(args.json, report)
@@ -223,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--hop-batches", default="1,2,4,8", help="K values (comma separated)")
     c.add_argument("--channels", default="1,2")
     c.add_argument("--iterations", type=int, default=300)
+    c.add_argument("--whole", action="store_true",
+                   help="time the network on the whole window, not the newest K columns the live path "
+                        "asks for (the cost before the newest-columns graph)")
     c.set_defaults(func=cmd_compute)
 
     lat = sub.add_parser("latency", help="stated and measured latency of live settings")

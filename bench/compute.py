@@ -2,7 +2,8 @@
 
 For each backend (ONNX Runtime with 1 and 2 threads, TorchScript, eager torch, and their
 CUDA variants when a GPU is present) and each hop batch K, the live window (one per
-channel) is run ``--iterations`` times; the table gives p50 / p99 / max and the load,
+channel) is run ``--iterations`` times for its newest K mask columns (by the card's
+newest-columns graph when it has one, as the live path does); the table gives p50 / p99 / max and the load,
 p99 over the time between two inferences (K hops).  Load above 1 cannot keep up.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from vocex.model.backends import ModelFiles, load_backend
+from vocex.model.backends import ModelFiles, load_backend, newest_columns
 
 
 def backend_variants(files: ModelFiles) -> list[tuple[str, str, int]]:
@@ -33,21 +34,30 @@ def backend_variants(files: ModelFiles) -> list[tuple[str, str, int]]:
     return variants
 
 
-def time_backend(backend, n_channels: int, iterations: int, warmup: int = 5) -> np.ndarray:
-    """Seconds per call on a random magnitude window of ``n_channels`` items."""
+def time_backend(backend, n_channels: int, iterations: int, warmup: int = 5, columns: int | None = 1) -> np.ndarray:
+    """Seconds per call on a random magnitude window of ``n_channels`` items, for its newest
+    ``columns`` mask columns (what a stream at K = ``columns`` with no lookahead beyond the card's
+    mask delay asks for), or of the whole window's mask when ``columns`` is None."""
     card = backend.card
     x = np.abs(np.random.default_rng(0).standard_normal((n_channels, 1, card.n_bins, card.context_frames))).astype(np.float32)
+
+    def call() -> None:
+        backend(x) if columns is None else newest_columns(backend, x, columns)
+
     for _ in range(warmup):
-        backend(x)
+        call()
     times = np.empty(iterations)
     for i in range(iterations):
         t0 = time.perf_counter()
-        backend(x)
+        call()
         times[i] = time.perf_counter() - t0
     return times
 
 
-def run(files: ModelFiles, hop_batches: list[int], channels: list[int], iterations: int) -> dict[str, Any]:
+def run(files: ModelFiles, hop_batches: list[int], channels: list[int], iterations: int,
+        whole: bool = False) -> dict[str, Any]:
+    """``whole``: time the network on the whole window, as the live path did before the
+    newest-columns graph (for comparison)."""
     card = files.card
     hop_ms = 1000 * card.hop / card.sample_rate
     rows = []
@@ -58,9 +68,9 @@ def run(files: ModelFiles, hop_batches: list[int], channels: list[int], iteratio
 
             torch.set_num_threads(threads)
         for n_ch in channels:
-            t = 1000 * time_backend(backend, n_ch, iterations)
-            p50, p99 = np.percentile(t, [50, 99])
             for k in hop_batches:
+                t = 1000 * time_backend(backend, n_ch, iterations, columns=None if whole else k)
+                p50, p99 = np.percentile(t, [50, 99])
                 interval = k * hop_ms
                 rows.append({"backend": name, "accel": accel, "threads": threads, "channels": n_ch,
                              "hop_batch": k, "interval_ms": round(interval, 3),
@@ -68,6 +78,7 @@ def run(files: ModelFiles, hop_batches: list[int], channels: list[int], iteratio
                              "load": round(p99 / interval, 3)})
     return {"model": str(files.card_path), "n_bins": card.n_bins, "context_frames": card.context_frames,
             "base_channels": card.base_channels, "hop_ms": round(hop_ms, 3), "iterations": iterations,
+            "graph": "whole window" if whole else "newest K columns (the live path's)",
             "results": rows}
 
 

@@ -142,10 +142,41 @@ class OnnxBackend:
                              f"(1, {self.card.n_bins}, {self.card.context_frames})")
         self.input_name = inp.name
         self.device = "cuda" if self.session.get_providers()[0].startswith("CUDA") else "cpu"
+        # the live path's graph of the newest mask columns (vocex-export --newest-columns), if any
+        self.newest_session, self.newest_frames = None, 0
+        newest = files.path("onnx_newest")
+        if newest is not None:
+            try:
+                self.newest_session = ort.InferenceSession(str(newest), options, providers=providers)
+            except Exception as exc:
+                raise ModelError(f"{newest}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
+            # its time axis is symbolic in the graph: one call on silence says how many columns it gives
+            probe = np.zeros((1, 1, self.card.n_bins, self.card.context_frames), dtype=np.float32)
+            shape = self.newest_session.run(None, {self.input_name: probe})[0].shape
+            self.newest_frames = shape[-1]
+            if shape[:-1] != probe.shape[:-1] or not 0 < self.newest_frames < self.card.context_frames:
+                raise ModelError(f"{newest}: output shape {shape} is not the newest columns of its card's window")
 
     def __call__(self, magnitude: NDArray[np.float32]) -> NDArray[np.float32]:
         _check_input(self.card, magnitude)
         return self.session.run(None, {self.input_name: magnitude})[0]
+
+    def newest(self, magnitude: NDArray[np.float32], n: int) -> NDArray[np.float32]:
+        """``self(magnitude)[..., -n:]``, from the newest-columns graph when it has enough."""
+        if not n <= self.newest_frames:
+            return self(magnitude)[..., magnitude.shape[-1] - n:]
+        _check_input(self.card, magnitude)
+        mask = self.newest_session.run(None, {self.input_name: magnitude})[0]
+        return mask[..., self.newest_frames - n:]
+
+
+def newest_columns(backend: Backend, magnitude: NDArray[np.float32], n: int) -> NDArray[np.float32]:
+    """The newest ``n`` mask columns of ``backend(magnitude)``, by the backend's cheaper
+    ``newest`` where it has one (the same values to float rounding)."""
+    newest = getattr(backend, "newest", None)
+    if newest is not None:
+        return newest(magnitude, n)
+    return backend(magnitude)[..., magnitude.shape[-1] - n:]
 
 
 def load_unet(files: ModelFiles):  # -> vocex.model.unet.UNet (torch)
@@ -201,6 +232,12 @@ class EagerBackend(_TorchBackend):
 
     def _load(self, files: ModelFiles):
         return load_unet(files)
+
+    def newest(self, magnitude: NDArray[np.float32], n: int) -> NDArray[np.float32]:
+        _check_input(self.card, magnitude)
+        with self._torch.inference_mode():
+            x = self._torch.from_numpy(np.ascontiguousarray(magnitude)).to(self.device)
+            return self.module.newest(x, n).cpu().numpy()
 
 
 class TorchScriptBackend(_TorchBackend):

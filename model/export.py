@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 from vocex.model.card import CHANNEL_POLICIES
@@ -27,13 +28,26 @@ def _atomic(dest: Path, write) -> None:  # write(tmp_path)
         write(tmp)
 
 
-def export_onnx(model, card, dest: Path) -> None:
-    """ONNX of ``mask = model(magnitude)`` with a dynamic batch axis."""
+def export_onnx(model, card, dest: Path, newest: int = 0) -> None:
+    """ONNX of ``mask = model(magnitude)`` with a dynamic batch axis; with ``newest`` N, of
+    ``model.newest(magnitude, N)`` (the newest N mask columns, for the live path)."""
     import torch
+
+    from vocex.model.unet import NewestColumns
+
+    if newest:
+        model = NewestColumns(model, newest)
 
     example = torch.rand(1, 1, card.n_bins, card.context_frames)
 
     def write(tmp: Path) -> None:
+        with warnings.catch_warnings():
+            # the newest-columns slices are fixed by the card's window; the tracer warns anyway
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message="Constant folding")
+            _export(tmp)
+
+    def _export(tmp: Path) -> None:
         torch.onnx.export(
             model, (example,), str(tmp), dynamo=False, opset_version=ONNX_OPSET,
             input_names=["magnitude"], output_names=["mask"],
@@ -44,20 +58,26 @@ def export_onnx(model, card, dest: Path) -> None:
 
 
 def export(files: ModelFiles, out_dir: Path, name: str, formats: list[str], force: bool = False,
-           live: dict[str, int] | None = None, channels: str | None = None) -> Path:
-    """Export ``formats`` (``onnx``, ``torchscript``) beside a copy of the checkpoint."""
+           live: dict[str, int] | None = None, channels: str | None = None, newest: int = 0) -> Path:
+    """Export ``formats`` (``onnx``, ``torchscript``) beside a copy of the checkpoint; with
+    ``newest`` N and ``onnx``, also ``NAME.newest.onnx``, the live path's graph of the newest N
+    mask columns (card file ``onnx_newest``)."""
     import torch
 
     out_dir.mkdir(parents=True, exist_ok=True)
     targets = {"checkpoint": out_dir / f"{name}.pt", "card": out_dir / f"{name}.json"}
     if "onnx" in formats:
         targets["onnx"] = out_dir / f"{name}.onnx"
+        if newest:
+            targets["onnx_newest"] = out_dir / f"{name}.newest.onnx"
     if "torchscript" in formats:
         targets["torchscript"] = out_dir / f"{name}.ts"
     src = files.path("checkpoint")
     existing = [p for k, p in targets.items() if p.exists() and not (k == "checkpoint" and p == src)]
     if existing and not force:
         raise FileExistsError(f"{existing[0]} exists; use --force to overwrite")
+    if newest >= files.card.context_frames:
+        raise ModelError(f"--newest-columns {newest}: must be under the card's {files.card.context_frames} context frames")
     model = load_unet(files)
     if src != targets["checkpoint"]:
         _atomic(targets["checkpoint"], lambda tmp: shutil.copyfile(src, tmp))
@@ -65,6 +85,9 @@ def export(files: ModelFiles, out_dir: Path, name: str, formats: list[str], forc
     if "onnx" in formats:
         export_onnx(model, files.card, targets["onnx"])
         written["onnx"] = targets["onnx"].name
+        if newest:
+            export_onnx(model, files.card, targets["onnx_newest"], newest)
+            written["onnx_newest"] = targets["onnx_newest"].name
     if "torchscript" in formats:
         scripted = script_unet(model)
         _atomic(targets["torchscript"], lambda tmp: torch.jit.save(scripted, str(tmp)))
@@ -87,14 +110,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="record how multi-channel input is served: a mask per channel or one from the downmix")
     p.add_argument("--live-hop-batch", type=int, help="record the live default hop batch K in the card")
     p.add_argument("--live-lookahead", type=int, help="record the live default lookahead L in the card")
+    p.add_argument("--newest-columns", type=int, default=0, metavar="N",
+                   help="also write NAME.newest.onnx, which computes only the newest N mask columns: "
+                        "the live path uses it when K + L <= N (the same output, less compute)")
     args = p.parse_args(argv)
+    if args.newest_columns < 0:
+        p.error("--newest-columns must be >= 0")
     try:
         files = resolve_model(args.model)
         name = args.name or files.card_path.stem
         live = {k: v for k, v in (("hop_batch", args.live_hop_batch), ("lookahead_frames", args.live_lookahead))
                 if v is not None}
         card = export(files, args.out_dir, name, args.formats or ["onnx", "torchscript"], args.force, live,
-                      args.channels)
+                      args.channels, args.newest_columns)
     except ModelError as exc:
         return fail(PROG, exc, EXIT_MODEL)
     except FileExistsError as exc:  # an existing output, or out_dir (a folder above it) is a file

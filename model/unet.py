@@ -102,6 +102,40 @@ class UNet(nn.Module):
                     x = x[..., : 2 * frames]
         return x
 
+    def newest(self, magnitude: torch.Tensor, n: int) -> torch.Tensor:
+        """``forward(magnitude)[..., -n:]``, the newest ``n`` mask columns, computed without
+        the rest of the decoder: a live stream uses only the newest columns, and the decoder
+        is most of the network's compute.
+
+        A transposed convolution (5 wide, stride 2) gives output column ``o`` from input
+        columns ``i`` with ``o - 4 <= 2 i <= o + 2``, so the newest ``n`` outputs need only
+        the newest ``ceil(n / 2) + 2`` inputs (and the same columns of the skip).  Each
+        decoder layer runs on that many columns of its input and keeps the newest columns it
+        owes the next; batch norm (eval) and the activations are per column.  The encoder
+        runs whole.  The result equals the full forward's columns to float rounding (tested)."""
+        if n >= magnitude.shape[-1]:
+            return self(magnitude)[..., magnitude.shape[-1] - n:]
+        peak = torch.amax(magnitude, dim=(1, 2, 3), keepdim=True)
+        x = magnitude / (peak + 1e-8)
+        skips = []
+        for layer in self.encoder:
+            x = layer(F.pad(x, (4, 0)) if self.causal else x)
+            skips.append(x)
+        # owed[i]: the newest columns decoder layer i must output exactly
+        owed = [n] * N_LAYERS
+        for i in range(N_LAYERS - 1, 0, -1):
+            owed[i - 1] = min(-(-owed[i] // 2) + 2, skips[-1 - i].shape[-1])
+        x = skips[-1]
+        for i, layer in enumerate(self.decoder):
+            if i > 0:
+                x = torch.cat([x, skips[-1 - i][..., skips[-1 - i].shape[-1] - x.shape[-1]:]], dim=1)
+            used = min(-(-owed[i] // 2) + 2, x.shape[-1])
+            x = layer[0](x[..., x.shape[-1] - used:])
+            x = x[..., 2 * used - owed[i] : 2 * used]  # the columns that read every input they need
+            for sub in list(layer)[1:]:
+                x = sub(x)
+        return x
+
 
 class UNetEnsemble(nn.Module):
     """The mean mask of several U-Nets that share a front end (widths and causality may
@@ -124,6 +158,27 @@ class UNetEnsemble(nn.Module):
                 mask = F.pad(mask[..., : mask.shape[-1] - shift], (shift, 0))
             total = total + mask
         return total / len(self.shifts)
+
+    def newest(self, magnitude: torch.Tensor, n: int) -> torch.Tensor:
+        """``forward(magnitude)[..., -n:]`` from each member's :meth:`UNet.newest`."""
+        if n + max(self.shifts) > magnitude.shape[-1]:  # a member's columns would start before the window
+            return self(magnitude)[..., magnitude.shape[-1] - n:]
+        total = magnitude.new_zeros(magnitude.shape[:-1] + (n,))
+        for i, member in enumerate(self.members):
+            shift = self.shifts[i]
+            total = total + member.newest(magnitude, n + shift)[..., :n]
+        return total / len(self.shifts)
+
+
+class NewestColumns(nn.Module):
+    """``model.newest(magnitude, n)`` as a module, for export: the live path's graph."""
+
+    def __init__(self, model: nn.Module, n: int) -> None:
+        super().__init__()
+        self.model, self.n = model, n
+
+    def forward(self, magnitude: torch.Tensor) -> torch.Tensor:
+        return self.model.newest(magnitude, self.n)
 
 
 def delayed_l1(

@@ -180,7 +180,7 @@ class LiveEngine:
         self.sep.process_block(warm)
         self.sep.reset()
         core.timings.clear()  # the run's statistics start with the run
-        return time_inference(core.backend, self.n_ch, runs=5, percentile=50, warm_up=0)
+        return time_inference(core.backend, self.n_ch, runs=5, percentile=50, warm_up=0, columns=core.need)
 
     def open(self) -> None:
         import rtmixer
@@ -484,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         return fail(PROG, exc, EXIT_INPUT)
     if args.hop_batch == "auto":
-        seconds = time_inference(backend, args.channels)
+        seconds = time_inference(backend, args.channels, columns=1 + settings.lookahead_frames - card.mask_delay)
         settings = replace(settings, hop_batch=choose_hop_batch(card, seconds, settings.lookahead_frames))
         auto = {"hop_batch_auto": {"inference_ms_p90": round(1000 * seconds, 3), "target_load": AUTO_LOAD}}
         print(f"{PROG}: --hop-batch auto: inference p90 {1000 * seconds:.2f} ms -> K={settings.hop_batch}",

@@ -31,7 +31,7 @@ import numpy as np
 import soxr
 from numpy.typing import NDArray
 
-from vocex.model.backends import Backend
+from vocex.model.backends import Backend, newest_columns
 from vocex.model.card import ModelCard
 from vocex.model.dsp import analysis_window, check_temperature, extend_mask, soften, synthesis_support, synthesis_window
 
@@ -96,16 +96,17 @@ def choose_hop_batch(card: ModelCard, inference_seconds: float, lookahead: int =
 
 
 def time_inference(backend: Backend, n_channels: int, runs: int = 30, percentile: float = 90,
-                   warm_up: int = 3) -> float:
+                   warm_up: int = 3, columns: int = 1) -> float:
     """A percentile, in seconds, of one streaming inference (the window of ``n_channels``
-    channels, or of their downmix for a ``downmix`` card), after ``warm_up`` untimed calls."""
+    channels, or of their downmix for a ``downmix`` card, and its newest ``columns`` mask
+    columns), after ``warm_up`` untimed calls."""
     card = backend.card
     n_net = card.network_channels(n_channels)
     window = np.random.default_rng(0).random((n_net, 1, card.n_bins, card.context_frames), dtype=np.float32)
     times = []
     for i in range(runs + warm_up):
         t0 = time.perf_counter()
-        backend(window)
+        newest_columns(backend, window, columns)
         if i >= warm_up:
             times.append(time.perf_counter() - t0)
     return float(np.percentile(times, percentile))
@@ -229,7 +230,8 @@ class MaskStream:
         n_fft, hop, ctx = card.n_fft, card.hop, card.context_frames
         self.n_fft, self.hop, self.ctx, self.n_bins = n_fft, hop, ctx, card.n_bins
         self.K, self.L = settings.hop_batch, settings.lookahead_frames
-        self.columns = settings.mask_columns(card)
+        # an inference needs only the window's newest `need` mask columns; its K are the oldest of them
+        self.need = ctx - settings.mask_columns(card).start
         n_freqs = n_fft // 2 + 1
         self.window = analysis_window(n_fft, hop, card.window)
         # only the newest `support` samples of a frame are synthesised (all but for a low-delay window)
@@ -313,10 +315,10 @@ class MaskStream:
             full = self.zero_mask
         else:
             t0 = time.perf_counter()
-            mask = self.backend(self.window_in)  # (C or 1, 1, n_bins, ctx)
+            mask = newest_columns(self.backend, self.window_in, self.need)  # (C or 1, 1, n_bins, need)
             self.timings.add(time.perf_counter() - t0)
             # a model that returns NaN/Inf never reaches the output: NaN -> 0, clip to [0, 1]
-            mask = np.nan_to_num(mask[:, 0, :, self.columns], nan=0.0, posinf=1.0, neginf=0.0)
+            mask = np.nan_to_num(mask[:, 0, :, :K], nan=0.0, posinf=1.0, neginf=0.0)
             mask = soften(np.clip(mask, 0.0, 1.0), self.settings.mask_temperature)
             full = extend_mask(mask, self.spec.shape[1])  # (C or 1, n_freqs, K)
         hist = K + L

@@ -18,8 +18,9 @@ def needs_shared_data() -> pytest.MarkDecorator:
     return pytest.mark.skipif(not MUSDB_MINI.is_dir(), reason=f"real data not found at {MUSDB_MINI}")
 
 
-def make_model(folder: Path, name: str = "tiny", seed: int = 0, **overrides) -> Path:
-    """Write a random-weight model (checkpoint, ONNX, TorchScript, card); returns the card."""
+def make_model(folder: Path, name: str = "tiny", seed: int = 0, newest: int = 0, **overrides) -> Path:
+    """Write a random-weight model (checkpoint, ONNX, TorchScript, card; with ``newest`` N
+    also the ONNX graph of the newest N mask columns); returns the card."""
     import torch
 
     from vocex.model.backends import resolve_model
@@ -43,7 +44,7 @@ def make_model(folder: Path, name: str = "tiny", seed: int = 0, **overrides) -> 
     window = spec.pop("window", None) or default_window(spec["n_fft"], spec["hop"])
     card = ModelCard(name=name, window=window, files={"checkpoint": "model.pt"}, **spec)
     card.save(raw / "model.json")
-    return export(resolve_model(raw / "model.json"), folder, name, ["onnx", "torchscript"])
+    return export(resolve_model(raw / "model.json"), folder, name, ["onnx", "torchscript"], newest=newest)
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,11 @@ def test_compute_writes_json_table_and_plot(live_like_model, tmp_path, capsys):
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     assert "load" in capsys.readouterr().out
     assert cli.main(["compute", "--model", str(live_like_model), "--json", str(out)]) == 4  # never overwrites
+    assert report["graph"].startswith("newest")
+    whole = tmp_path / "whole.json"
+    assert cli.main(["compute", "--model", str(live_like_model), "--json", str(whole), "--whole",
+                     "--iterations", "3", "--hop-batches", "4", "--channels", "1"]) == 0
+    assert json.loads(whole.read_text())["graph"] == "whole window"
 
 
 def test_latency_without_jack_says_what_it_skips(live_like_model, tmp_path, monkeypatch, capsys):

@@ -134,3 +134,21 @@ def test_unreadable_card(tiny_model, tmp_path):
     card.write_text("{not json")
     with pytest.raises(ModelError, match="unreadable"):
         resolve_model(card)
+
+
+@pytest.mark.parametrize("name", ["live", "live-ensemble", "live-low-delay"])
+def test_shipped_live_models_have_a_newest_columns_graph_equal_to_the_whole(name):
+    """The live path runs NAME.newest.onnx (vocex-export --newest-columns 8): it must give the
+    whole graph's newest columns for every K + L up to 8 of the card's live defaults."""
+    from vocex.model.backends import newest_columns
+
+    files = resolve_model(name)
+    card = files.card
+    backend = load_backend(files, "onnx", "cpu", threads=1)
+    need = card.live["hop_batch"] + card.live["lookahead_frames"] - card.mask_delay
+    assert files.path("onnx_newest").is_file() and need <= backend.newest_frames == 8
+    mag = np.abs(np.random.default_rng(4).standard_normal((1, 1, card.n_bins, card.context_frames))).astype(np.float32)
+    whole = backend(mag)
+    for n in (1, need, 8):
+        np.testing.assert_allclose(newest_columns(backend, mag, n), whole[..., card.context_frames - n:],
+                                   atol=1e-5, rtol=0)
