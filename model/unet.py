@@ -83,7 +83,8 @@ class UNet(nn.Module):
             self.decoder.append(nn.Sequential(*layers))
             in_ch = 2 * out_ch
 
-    def forward(self, magnitude: torch.Tensor) -> torch.Tensor:
+    def _encode(self, magnitude: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's outputs, first to last, of the peak-normalised input."""
         peak = torch.amax(magnitude, dim=(1, 2, 3), keepdim=True)
         x = magnitude / (peak + 1e-8)
         skips = []
@@ -91,6 +92,10 @@ class UNet(nn.Module):
             # causal: 4 columns of the past on the left, none on the right
             x = layer(F.pad(x, (4, 0)) if self.causal else x)
             skips.append(x)
+        return skips
+
+    def forward(self, magnitude: torch.Tensor) -> torch.Tensor:
+        skips = self._encode(magnitude)
         x = skips[-1]
         for i, layer in enumerate(self.decoder):
             if i > 0:
@@ -115,12 +120,7 @@ class UNet(nn.Module):
         runs whole.  The result equals the full forward's columns to float rounding (tested)."""
         if n >= magnitude.shape[-1]:
             return self(magnitude)[..., magnitude.shape[-1] - n:]
-        peak = torch.amax(magnitude, dim=(1, 2, 3), keepdim=True)
-        x = magnitude / (peak + 1e-8)
-        skips = []
-        for layer in self.encoder:
-            x = layer(F.pad(x, (4, 0)) if self.causal else x)
-            skips.append(x)
+        skips = self._encode(magnitude)
         # owed[i]: the newest columns decoder layer i must output exactly
         owed = [n] * N_LAYERS
         for i in range(N_LAYERS - 1, 0, -1):
