@@ -163,7 +163,7 @@ class OnnxBackend:
 
     def newest(self, magnitude: NDArray[np.float32], n: int) -> NDArray[np.float32]:
         """``self(magnitude)[..., -n:]``, from the newest-columns graph when it has enough."""
-        if not n <= self.newest_frames:
+        if n > self.newest_frames:
             return self(magnitude)[..., magnitude.shape[-1] - n:]
         _check_input(self.card, magnitude)
         mask = self.newest_session.run(None, {self.input_name: magnitude})[0]
