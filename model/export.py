@@ -45,14 +45,11 @@ def export_onnx(model, card, dest: Path, newest: int = 0) -> None:
             # the newest-columns slices are fixed by the card's window; the tracer warns anyway
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", message="Constant folding")
-            _export(tmp)
-
-    def _export(tmp: Path) -> None:
-        torch.onnx.export(
-            model, (example,), str(tmp), dynamo=False, opset_version=ONNX_OPSET,
-            input_names=["magnitude"], output_names=["mask"],
-            dynamic_axes={"magnitude": {0: "batch"}, "mask": {0: "batch"}},
-        )
+            torch.onnx.export(
+                model, (example,), str(tmp), dynamo=False, opset_version=ONNX_OPSET,
+                input_names=["magnitude"], output_names=["mask"],
+                dynamic_axes={"magnitude": {0: "batch"}, "mask": {0: "batch"}},
+            )
 
     _atomic(dest, write)
 
