@@ -132,10 +132,13 @@ class OnnxBackend:
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise ModelError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
+        def open_session(onnx: Path):
+            try:
+                return ort.InferenceSession(str(onnx), options, providers=providers)
+            except Exception as exc:  # onnxruntime raises its own untyped errors
+                raise ModelError(f"{onnx}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
+
+        self.session = open_session(path)
         inp = self.session.get_inputs()[0]
         if list(inp.shape[1:]) != [1, self.card.n_bins, self.card.context_frames]:
             raise ModelError(f"{path}: input shape {inp.shape} does not match its card "
@@ -146,10 +149,7 @@ class OnnxBackend:
         self.newest_session, self.newest_frames = None, 0
         newest = files.path("onnx_newest")
         if newest is not None:
-            try:
-                self.newest_session = ort.InferenceSession(str(newest), options, providers=providers)
-            except Exception as exc:
-                raise ModelError(f"{newest}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
+            self.newest_session = open_session(newest)
             # its time axis is symbolic in the graph: one call on silence says how many columns it gives
             probe = np.zeros((1, 1, self.card.n_bins, self.card.context_frames), dtype=np.float32)
             shape = self.newest_session.run(None, {self.input_name: probe})[0].shape

@@ -484,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         return fail(PROG, exc, EXIT_INPUT)
     if args.hop_batch == "auto":
-        seconds = time_inference(backend, args.channels, columns=1 + settings.lookahead_frames - card.mask_delay)
+        seconds = time_inference(backend, args.channels, columns=settings.columns_needed(card))  # at K=1
         settings = replace(settings, hop_batch=choose_hop_batch(card, seconds, settings.lookahead_frames))
         auto = {"hop_batch_auto": {"inference_ms_p90": round(1000 * seconds, 3), "target_load": AUTO_LOAD}}
         print(f"{PROG}: --hop-batch auto: inference p90 {1000 * seconds:.2f} ms -> K={settings.hop_batch}",

@@ -68,6 +68,11 @@ class StreamingSettings:
         lo = card.context_frames - self.lookahead_frames - self.hop_batch + card.mask_delay
         return slice(lo, lo + self.hop_batch)
 
+    def columns_needed(self, card: ModelCard) -> int:
+        """How many of the window's newest mask columns an inference needs (K + L - mask
+        delay): its K columns are the oldest of them."""
+        return card.context_frames - self.mask_columns(card).start
+
     def model_latency(self, card: ModelCard) -> int:
         """Algorithmic latency at the model's rate, in samples, without resampling: the
         synthesis window's support (``n_fft``, or ``2 * hop`` for a low-delay window) less one, and
@@ -230,8 +235,7 @@ class MaskStream:
         n_fft, hop, ctx = card.n_fft, card.hop, card.context_frames
         self.n_fft, self.hop, self.ctx, self.n_bins = n_fft, hop, ctx, card.n_bins
         self.K, self.L = settings.hop_batch, settings.lookahead_frames
-        # an inference needs only the window's newest `need` mask columns; its K are the oldest of them
-        self.need = ctx - settings.mask_columns(card).start
+        self.need = settings.columns_needed(card)  # the newest mask columns an inference asks for
         n_freqs = n_fft // 2 + 1
         self.window = analysis_window(n_fft, hop, card.window)
         # only the newest `support` samples of a frame are synthesised (all but for a low-delay window)
