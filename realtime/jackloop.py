@@ -186,6 +186,9 @@ class PlayRecord:
         pos = self.recorder.last_frame_time - self.start_frame
         if pos < 0:
             return
+        if pos >= self.total:  # a stalled machine: the driver skipped frames past the end
+            self.done.set()
+            return
         end = min(pos + frames, self.total)
         for c, port in enumerate(self.ins):
             self.recorded[pos:end, c] = port.get_array()[: end - pos]
