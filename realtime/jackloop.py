@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +131,7 @@ class Recording:
     audio: NDArray[np.float32]
     xruns: int
     started_unix: float = 0.0  # when the clients were connected (wall clock)
+    xrun_times_s: list[float] = field(default_factory=list)  # after started_unix
 
 
 class PlayRecord:
@@ -162,6 +163,7 @@ class PlayRecord:
         self.rec_frames = 0
         self.done = threading.Event()
         self.xruns = 0
+        self.xrun_unix: list[float] = []
         self.targets, self.sources = targets, sources
         self.player.set_process_callback(self._play)
         self.recorder.set_process_callback(self._record)
@@ -169,6 +171,7 @@ class PlayRecord:
 
     def _xrun(self, delay: float) -> None:
         self.xruns += 1
+        self.xrun_unix.append(time.time())
 
     def _play(self, frames: int) -> None:
         if self.start_frame is None:
@@ -211,7 +214,8 @@ class PlayRecord:
                     raise TimeoutError("recording did not complete")
             finally:
                 gc.enable()
-        return Recording(self.recorded[: self.total].copy(), self.xruns, started)
+        times = [round(t - started, 3) for t in self.xrun_unix]
+        return Recording(self.recorded[: self.total].copy(), self.xruns, started, times)
 
 
 def wait_for_ports(server: str, pattern: str, count: int, timeout: float = 20.0, is_input: bool | None = None,
