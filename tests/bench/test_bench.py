@@ -63,16 +63,31 @@ def test_latency_table_shows_impulses_that_never_arrived():
     assert second.split()[5:9] == ["-", "-", "NO", "0/4"]
 
 
+def _moved(row) -> bool:
+    """The stream moved during the run: a cycle that an xrun dropped shifts every later impulse
+    by a block, and a late block can lose one, so the impulses did not all arrive at one delay."""
+    return row["arrived"] < row["impulses"] or len(set(row["arrivals_samples"])) > 1 or row["late_blocks"] > 0
+
+
 @pytest.mark.jack
 @pytest.mark.slow
 def test_latency_measured_on_jack_matches_reported(live_like_model, tmp_path):
     if cli._jack_missing():
         pytest.fail(f"device benchmark needs JACK: {cli._jack_missing()}")
-    out = tmp_path / "lat.json"
-    assert cli.main(["latency", "--model", str(live_like_model), "--json", str(out),
-                     "--settings", "48000:2:1", "--blocks", "256"]) == 0
-    (row,) = json.loads(out.read_text())["measured"]
-    assert row["within_one_block"] and row["arrived"] >= 1, row
+    rows = []
+    for attempt in range(3):
+        out = tmp_path / f"lat{attempt}.json"
+        assert cli.main(["latency", "--model", str(live_like_model), "--json", str(out),
+                         "--settings", "48000:2:1", "--blocks", "256"]) == 0
+        (row,) = json.loads(out.read_text())["measured"]
+        if row["within_one_block"] and row["arrived"] >= 1:
+            return
+        rows.append(row)
+        if not _moved(row):
+            break  # every impulse arrived at one wrong delay: the reported latency is wrong
+    if all(_moved(r) for r in rows):
+        pytest.skip(f"machine stalls in every run, none could be judged: {rows}")
+    pytest.fail(f"impulses off the reported latency: {rows}")
 
 
 @pytest.mark.jack
