@@ -130,7 +130,7 @@ class Recording:
 
     audio: NDArray[np.float32]
     xruns: int
-    started_unix: float = 0.0  # when the clients were connected (wall clock)
+    started_unix: float = 0.0  # when the signal started (wall clock, about)
     xrun_times_s: list[float] = field(default_factory=list)  # after started_unix
 
 
@@ -143,10 +143,13 @@ class PlayRecord:
         targets: input port names to feed (one per channel), e.g. ``PortAudio:in_1``.
         sources: output port names to record (one per channel).
         tail: seconds recorded after the signal has ended.
+        preroll: seconds of silence played once every port is connected, before the signal
+            (a connection made while the server runs can miss a cycle or two while the graph
+            is re-sorted; the signal's first samples would be lost in them).
     """
 
     def __init__(self, server: str, signal: NDArray[np.float32], targets: list[str], sources: list[str],
-                 tail: float = 1.0) -> None:
+                 tail: float = 1.0, preroll: float = 0.1) -> None:
         import jack
 
         self.jack = jack
@@ -160,6 +163,9 @@ class PlayRecord:
         self.total = signal.shape[0] + int(tail * rate)
         self.recorded = np.zeros((self.total + 2 * self.player.blocksize, n_ch), dtype=np.float32)
         self.start_frame: int | None = None
+        block = self.player.blocksize
+        self.preroll = -(-int(preroll * rate) // block) * block  # whole cycles
+        self.connected = threading.Event()
         self.rec_frames = 0
         self.done = threading.Event()
         self.xruns = 0
@@ -174,9 +180,13 @@ class PlayRecord:
         self.xrun_unix.append(time.time())
 
     def _play(self, frames: int) -> None:
-        if self.start_frame is None:
-            self.start_frame = self.player.last_frame_time
-        pos = self.player.last_frame_time - self.start_frame
+        if self.start_frame is None and self.connected.is_set():
+            self.start_frame = self.player.last_frame_time + self.preroll
+        pos = -frames if self.start_frame is None else self.player.last_frame_time - self.start_frame
+        if pos < 0:  # not connected yet, or the preroll: silence
+            for port in self.outs:
+                port.get_array()[:] = 0.0
+            return
         k = max(0, min(frames, len(self.signal) - pos))
         for c, port in enumerate(self.outs):
             buf = port.get_array()
@@ -203,12 +213,13 @@ class PlayRecord:
         rate = self.player.samplerate
         timeout = timeout if timeout is not None else self.total / rate + 10
         gc.disable()  # no collection inside the real-time callbacks while recording
-        started = time.time()
         with self.recorder, self.player:
             for src, port in zip(self.sources, self.ins):
                 self.recorder.connect(src, port)
             for port, dst in zip(self.outs, self.targets):
                 self.player.connect(port, dst)
+            self.connected.set()
+            started = time.time() + self.preroll / rate
             try:
                 if not self.done.wait(timeout):
                     raise TimeoutError("recording did not complete")

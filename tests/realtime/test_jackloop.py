@@ -45,3 +45,24 @@ def test_record_finishes_when_the_clock_skips_past_the_end():
     rec._record(128)
     assert rec.done.is_set()
     assert np.all(rec.recorded[:128] == 1.0) and np.all(rec.recorded[128:] == 0.0)
+
+
+def test_play_waits_for_the_connections_and_the_preroll():
+    # cycles run before the ports are connected and while the graph is re-sorted: the signal
+    # must start after them, on the frame the recording counts from
+    play = PlayRecord.__new__(PlayRecord)
+    play.signal = np.arange(1, 1001, dtype=np.float32)[:, None]
+    play.outs = [_Port(128, -1.0)]
+    play.player = SimpleNamespace(last_frame_time=5000)
+    play.start_frame, play.preroll, play.connected = None, 256, threading.Event()
+    out = []
+    for cycle in range(6):
+        if cycle == 2:
+            play.connected.set()
+        play.player.last_frame_time = 5000 + 128 * cycle
+        play._play(128)
+        out.append(play.outs[0].buf.copy())
+    out = np.concatenate(out)
+    assert play.start_frame == 5000 + 2 * 128 + 256
+    assert np.all(out[: 4 * 128] == 0.0)  # two unconnected cycles, two of preroll
+    assert np.array_equal(out[4 * 128 :], play.signal[: 2 * 128, 0])
