@@ -121,17 +121,20 @@ class UNet(nn.Module):
         if n >= magnitude.shape[-1]:
             return self(magnitude)[..., magnitude.shape[-1] - n:]
         skips = self._encode(magnitude)
-        # owed[i]: the newest columns decoder layer i must output exactly
-        owed = [n] * N_LAYERS
-        for i in range(N_LAYERS - 1, 0, -1):
-            owed[i - 1] = min(-(-owed[i] // 2) + 2, skips[-1 - i].shape[-1])
-        x = skips[-1]
+        # reads[i]: the newest input columns decoder layer i needs for the columns it owes (the
+        # last layer owes n, every other the columns the next one reads); layer i's input is as
+        # wide as skip -1 - i
+        reads, owed = [0] * N_LAYERS, n
+        for i in range(N_LAYERS - 1, -1, -1):
+            reads[i] = owed = min(-(-owed // 2) + 2, skips[-1 - i].shape[-1])
+        x = skips[-1][..., skips[-1].shape[-1] - reads[0]:]
         for i, layer in enumerate(self.decoder):
             if i > 0:
-                x = torch.cat([x, skips[-1 - i][..., skips[-1 - i].shape[-1] - x.shape[-1]:]], dim=1)
-            used = min(-(-owed[i] // 2) + 2, x.shape[-1])
-            x = layer[0](x[..., x.shape[-1] - used:])
-            x = x[..., 2 * used - owed[i] : 2 * used]  # the columns that read every input they need
+                skip = skips[-1 - i]
+                x = torch.cat([x, skip[..., skip.shape[-1] - reads[i]:]], dim=1)
+            owes = reads[i + 1] if i + 1 < N_LAYERS else n
+            # the columns that read every input they need
+            x = layer[0](x)[..., 2 * reads[i] - owes : 2 * reads[i]]
             for sub in list(layer)[1:]:
                 x = sub(x)
         return x
