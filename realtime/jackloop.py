@@ -152,7 +152,6 @@ class PlayRecord:
                  tail: float = 1.0, preroll: float = 0.1) -> None:
         import jack
 
-        self.jack = jack
         self.signal = np.ascontiguousarray(signal, dtype=np.float32)
         n_ch = signal.shape[1]
         self.player = jack.Client("vocex-player", servername=server, no_start_server=True)
@@ -161,22 +160,19 @@ class PlayRecord:
         self.ins = [self.recorder.inports.register(f"in_{c + 1}") for c in range(n_ch)]
         rate = self.player.samplerate
         self.total = signal.shape[0] + int(tail * rate)
-        self.recorded = np.zeros((self.total + 2 * self.player.blocksize, n_ch), dtype=np.float32)
-        self.start_frame: int | None = None
         block = self.player.blocksize
+        self.recorded = np.zeros((self.total + 2 * block, n_ch), dtype=np.float32)
+        self.start_frame: int | None = None
         self.preroll = -(-int(preroll * rate) // block) * block  # whole cycles
         self.connected = threading.Event()
-        self.rec_frames = 0
         self.done = threading.Event()
-        self.xruns = 0
-        self.xrun_unix: list[float] = []
+        self.xrun_unix: list[float] = []  # when the server reported each xrun
         self.targets, self.sources = targets, sources
         self.player.set_process_callback(self._play)
         self.recorder.set_process_callback(self._record)
         self.player.set_xrun_callback(self._xrun)
 
     def _xrun(self, delay: float) -> None:
-        self.xruns += 1
         self.xrun_unix.append(time.time())
 
     def _play(self, frames: int) -> None:
@@ -226,7 +222,7 @@ class PlayRecord:
             finally:
                 gc.enable()
         times = [round(t - started, 3) for t in self.xrun_unix]
-        return Recording(self.recorded[: self.total].copy(), self.xruns, started, times)
+        return Recording(self.recorded[: self.total].copy(), len(times), started, times)
 
 
 def wait_for_ports(server: str, pattern: str, count: int, timeout: float = 20.0, is_input: bool | None = None,

@@ -109,17 +109,17 @@ def _aligned_snr(expected: list[np.ndarray], live: np.ndarray, keep: np.ndarray)
         err, ref = min((float(np.sum((seg - r) ** 2)), float(np.sum(r**2)))
                        for e in padded for d in SHIFTS for r in [e[pad + s + d : pad + s + d + RATE]])
         signal, error = signal + ref, error + err
-        seconds.append(round(10 * np.log10(max(ref, 1e-20) / max(err, 1e-20)), 1))
-    return 10 * np.log10(signal / max(error, 1e-20)), seconds
+        seconds.append(round(_db(ref, err), 1))
+    return _db(signal, error), seconds
+
+
+def _db(signal: float, error: float) -> float:
+    return 10 * np.log10(max(signal, 1e-20) / max(error, 1e-20))
 
 
 def _finish(proc):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-
-
-def _snr_db(ref, est):
-    return 10 * np.log10(np.sum(ref**2) / max(np.sum((ref - est) ** 2), 1e-20))
 
 
 ATTEMPTS = 4
