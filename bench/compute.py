@@ -10,12 +10,12 @@ p99 over the time between two inferences (K hops).  Load above 1 cannot keep up.
 from __future__ import annotations
 
 import importlib.util
-import time
 from typing import Any
 
 import numpy as np
 
-from vocex.model.backends import ModelFiles, load_backend, newest_columns
+from vocex.model.backends import ModelFiles, load_backend
+from vocex.realtime.stream import inference_times
 
 
 def backend_variants(files: ModelFiles) -> list[tuple[str, str, int]]:
@@ -32,22 +32,6 @@ def backend_variants(files: ModelFiles) -> list[tuple[str, str, int]]:
     if "CUDAExecutionProvider" in ort.get_available_providers():
         variants.append(("onnx", "cuda", 1))
     return variants
-
-
-def time_backend(backend, n_channels: int, iterations: int, warmup: int = 5, columns: int = 1) -> np.ndarray:
-    """Seconds per call on a random magnitude window of ``n_channels`` items, for its newest
-    ``columns`` mask columns (what a stream at K = ``columns`` with no lookahead beyond the card's
-    mask delay asks for; ``context_frames`` runs the whole window)."""
-    card = backend.card
-    x = np.abs(np.random.default_rng(0).standard_normal((n_channels, 1, card.n_bins, card.context_frames))).astype(np.float32)
-    for _ in range(warmup):
-        newest_columns(backend, x, columns)
-    times = np.empty(iterations)
-    for i in range(iterations):
-        t0 = time.perf_counter()
-        newest_columns(backend, x, columns)
-        times[i] = time.perf_counter() - t0
-    return times
 
 
 def run(files: ModelFiles, hop_batches: list[int], channels: list[int], iterations: int,
@@ -68,7 +52,7 @@ def run(files: ModelFiles, hop_batches: list[int], channels: list[int], iteratio
             for k in hop_batches:
                 columns = card.context_frames if whole else k
                 if columns not in timed:
-                    timed[columns] = 1000 * time_backend(backend, n_ch, iterations, columns=columns)
+                    timed[columns] = 1000 * inference_times(backend, n_ch, iterations, warm_up=5, columns=columns)
                 t = timed[columns]
                 p50, p99 = np.percentile(t, [50, 99])
                 interval = k * hop_ms

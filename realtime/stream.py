@@ -100,21 +100,29 @@ def choose_hop_batch(card: ModelCard, inference_seconds: float, lookahead: int =
     return next((k for k in fits if inference_seconds <= target_load * k * hop_seconds), fits[-1])
 
 
+def inference_times(backend: Backend, n_items: int, runs: int, warm_up: int = 3, columns: int = 1) -> NDArray[np.float64]:
+    """Seconds of each of ``runs`` calls on a random window of ``n_items`` network items, for
+    its newest ``columns`` mask columns (the card's ``context_frames``: the whole window),
+    after ``warm_up`` untimed calls."""
+    card = backend.card
+    window = np.random.default_rng(0).random((n_items, 1, card.n_bins, card.context_frames), dtype=np.float32)
+    for _ in range(warm_up):
+        newest_columns(backend, window, columns)
+    times = np.empty(runs)
+    for i in range(runs):
+        t0 = time.perf_counter()
+        newest_columns(backend, window, columns)
+        times[i] = time.perf_counter() - t0
+    return times
+
+
 def time_inference(backend: Backend, n_channels: int, runs: int = 30, percentile: float = 90,
                    warm_up: int = 3, columns: int = 1) -> float:
     """A percentile, in seconds, of one streaming inference (the window of ``n_channels``
     channels, or of their downmix for a ``downmix`` card, and its newest ``columns`` mask
     columns), after ``warm_up`` untimed calls."""
-    card = backend.card
-    n_net = card.network_channels(n_channels)
-    window = np.random.default_rng(0).random((n_net, 1, card.n_bins, card.context_frames), dtype=np.float32)
-    times = []
-    for i in range(runs + warm_up):
-        t0 = time.perf_counter()
-        newest_columns(backend, window, columns)
-        if i >= warm_up:
-            times.append(time.perf_counter() - t0)
-    return float(np.percentile(times, percentile))
+    n_net = backend.card.network_channels(n_channels)
+    return float(np.percentile(inference_times(backend, n_net, runs, warm_up, columns), percentile))
 
 
 def streaming_settings(card: ModelCard, hop_batch: int | None = None, lookahead: int | None = None,
