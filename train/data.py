@@ -7,6 +7,7 @@ evaluation code (``subset="test"``); the training readers take training splits o
 
 from __future__ import annotations
 
+import re
 import shutil
 import zlib
 from collections.abc import Iterator
@@ -147,6 +148,24 @@ class Corpus:
     pairs: list[tuple[str, NDArray[np.float32], NDArray[np.float32]]] = field(default_factory=list)
     vocals: list[tuple[str, NDArray[np.float32]]] = field(default_factory=list)
     accompaniments: list[tuple[str, NDArray[np.float32]]] = field(default_factory=list)
+    # {pool: draw probability of each item}; a pool not here draws its items uniformly
+    probabilities: dict[str, NDArray[np.float64]] = field(default_factory=dict)
+
+    def weighted(self, source_weights: dict[str, float]) -> Corpus:
+        """The same material drawn by source weight (see :class:`PatchSampler`)."""
+        unknown = set(source_weights) - {source_of(n) for n, *_ in self.pairs + self.vocals + self.accompaniments}
+        if unknown:
+            raise DataError(f"--source-weight: no material from {', '.join(sorted(unknown))} in this corpus")
+        if any(not w >= 0 for w in source_weights.values()):
+            raise DataError("--source-weight: weights must be 0 or more")
+        out = Corpus(self.sample_rate)
+        for pool in ("pairs", "vocals", "accompaniments"):
+            items = [it for it in getattr(self, pool) if source_weights.get(source_of(it[0]), 1.0) > 0]
+            setattr(out, pool, items)
+            w = np.array([source_weights.get(source_of(it[0]), 1.0) for it in items], dtype=np.float64)
+            if items:
+                out.probabilities[pool] = w / w.sum()
+        return out
 
     def add_pair(self, name: str, vocals: NDArray[np.float32], accompaniment: NDArray[np.float32]) -> None:
         """Add a song; every channel becomes its own mono pair."""
@@ -189,44 +208,177 @@ def add_musdb_like(corpus: Corpus, root: Path) -> int:
     return n
 
 
+# --------------------------------------------------------------------------- real material
+
+VALIDATION_SEED = 0  # fixes which singers, recordings and excerpts are held out for validation
+MIR1K_HELD_SINGERS = 3
+SSVD_HELD_RECORDINGS = 12
+GTSINGER_HELD_GROUPS = 2
+BACH10_HELD_EXCERPTS = 3
+_GTSINGER_LANGUAGE = re.compile(r"([a-z]{2})\d*_", re.IGNORECASE)
+_BACH10_EXCERPT = re.compile(r"_Mix(\d+)$")
+
+
+def _audio_files(folder: Path, recursive: bool = False) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    found = folder.rglob("*") if recursive else folder.glob("*")
+    return sorted(p for p in found if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+
+
+def mir1k_singer(path: Path) -> str:
+    """MIR-1K's singer id: the file name's prefix (``abjones_1_01.ogg`` -> ``abjones``)."""
+    return path.stem.split("_")[0]
+
+
+def gtsinger_group(path: Path) -> str:
+    """The singer group of a GTSinger demo clip: its language for ``<lang><nn>_<technique>``
+    clips (each language is one singer's), else the name before its first ``-``."""
+    m = _GTSINGER_LANGUAGE.match(path.stem)
+    return m.group(1).lower() if m else path.stem.split("-")[0].lower()
+
+
+def bach10_excerpt(path: Path) -> int:
+    """The chorale excerpt a Bach10 mixture plays: ``P3_Mix07.ogg`` -> 7.  The groups reuse
+    the same excerpts under the same number with other instrument sets."""
+    m = _BACH10_EXCERPT.search(path.stem)
+    if m is None:
+        raise DataError(f"{path}: not a Bach10 mixture name (<group>_MixNN)")
+    return int(m.group(1))
+
+
+def ssvd_files(root: Path) -> list[Path]:
+    """SSVD recordings under ``voice/ssvd`` (its ``trainvalid/`` and ``test/`` split alike: both
+    are training material here), each recording id once."""
+    seen: dict[str, Path] = {}
+    for path in _audio_files(Path(root) / "voice" / "ssvd", recursive=True):
+        seen.setdefault(path.stem, path)
+    return sorted(seen.values(), key=lambda p: p.stem)
+
+
+@dataclass(frozen=True)
+class HoldOut:
+    """Real material kept out of training for the validation set (:mod:`vocex.train.valset`):
+    MIR-1K singers, SSVD recordings, GTSinger singer groups and Bach10 chorale excerpts, drawn
+    with :data:`VALIDATION_SEED` from what ``root`` holds.  MIR-1K singers of ``pairs/mir1k``
+    (trained on before) are never drawn."""
+
+    mir1k_singers: tuple[str, ...]
+    ssvd_recordings: tuple[str, ...]
+    gtsinger_groups: tuple[str, ...]
+    bach10_excerpts: tuple[int, ...]
+
+    @classmethod
+    def of(cls, root: Path, seed: int = VALIDATION_SEED) -> HoldOut:
+        root = Path(root)
+        rng = np.random.default_rng(seed)
+
+        def draw(items: list, n: int) -> tuple:  # at most half of what there is: training keeps the rest
+            items = sorted(set(items))
+            chosen = rng.choice(len(items), size=min(n, len(items) // 2), replace=False)
+            return tuple(sorted(items[int(i)] for i in chosen))
+
+        trained = {mir1k_singer(p) for p in _audio_files(root / "pairs" / "mir1k")}
+        singers = [mir1k_singer(p) for p in _audio_files(root / "pairs" / "mir1k-full")]
+        languages = [gtsinger_group(p) for p in _audio_files(root / "voice" / "gtsinger")  # one singer each
+                     if _GTSINGER_LANGUAGE.match(p.stem)]
+        excerpts = [bach10_excerpt(p) for p in _audio_files(root / "instrumental" / "bach10-ass" / "Mixtures", True)]
+        return cls(
+            mir1k_singers=draw([s for s in singers if s not in trained], MIR1K_HELD_SINGERS),
+            ssvd_recordings=draw([p.stem for p in ssvd_files(root)], SSVD_HELD_RECORDINGS),
+            gtsinger_groups=draw(languages, GTSINGER_HELD_GROUPS),
+            bach10_excerpts=draw(excerpts, BACH10_HELD_EXCERPTS),
+        )
+
+    def describe(self) -> dict[str, list]:
+        return {"seed": VALIDATION_SEED, "mir1k_singers": list(self.mir1k_singers),
+                "ssvd_recordings": list(self.ssvd_recordings), "gtsinger_groups": list(self.gtsinger_groups),
+                "bach10_excerpts": list(self.bach10_excerpts)}
+
+
+def mir1k_clips(root: Path, held: HoldOut, validation: bool = False) -> list[Path]:
+    """MIR-1K clips of ``pairs/mir1k-full`` and ``pairs/mir1k`` (the same clips under the same
+    names: each counted once): the training singers', or with ``validation`` the held-out ones'."""
+    clips: dict[str, Path] = {}
+    for folder in ("mir1k-full", "mir1k"):
+        for path in _audio_files(Path(root) / "pairs" / folder):
+            clips.setdefault(path.stem, path)
+    return [p for _, p in sorted(clips.items()) if (mir1k_singer(p) in held.mir1k_singers) == validation]
+
+
+def solo_voices(root: Path, held: HoldOut, validation: bool = False) -> list[tuple[str, Path]]:
+    """``(source, path)`` of the solo singing of ``voice/ssvd`` and ``voice/gtsinger``: the
+    training part, or with ``validation`` the held-out part."""
+    root = Path(root)
+    out = [("ssvd", p) for p in ssvd_files(root) if (p.stem in held.ssvd_recordings) == validation]
+    out += [("gtsinger", p) for p in _audio_files(root / "voice" / "gtsinger")
+            if (gtsinger_group(p) in held.gtsinger_groups) == validation]
+    return out
+
+
+def bach10_mixtures(root: Path, held: HoldOut, validation: bool = False) -> list[Path]:
+    """The Bach10 mixtures (the sums of their instrument tracks; the tracks themselves add no
+    material), the training excerpts' or with ``validation`` the held-out ones'."""
+    folder = Path(root) / "instrumental" / "bach10-ass" / "Mixtures"
+    return [p for p in _audio_files(folder, recursive=True) if (bach10_excerpt(p) in held.bach10_excerpts) == validation]
+
+
 def add_shared(corpus: Corpus, root: Path) -> dict[str, int]:
-    """Add the training material of ``../shared/data`` (see its README); never its test songs.
+    """Add the training material of ``../shared/data`` (see its README); never its test songs,
+    nor the material :class:`HoldOut` keeps for validation.
 
     - ``musdb18hq-mini/train``: MUSDB18-HQ training excerpts;
-    - ``pairs/mir1k``: left channel accompaniment, right channel singing;
+    - ``pairs/mir1k-full`` (with ``pairs/mir1k``): left channel accompaniment, right channel
+      singing, the training singers only;
     - ``pairs/musdb-train-excerpt-8k``: ``mix/mixN.wav`` with ``vocal/vocalN.wav``;
-    - ``voice/`` and ``instrumental/``: solo voice and instrumental pools for random mixes.
+    - ``voice/``, ``voice/ssvd``, ``voice/gtsinger``: solo voice for random mixes;
+    - ``instrumental/`` and the Bach10 mixtures of ``instrumental/bach10-ass``: instrumentals.
+
+    Item names start with their source (``mir1k/``, ``ssvd/``, ...), the names
+    ``--source-weight`` takes.
     """
     root = _check_dir(Path(root), "shared data root")
     rate = corpus.sample_rate
+    held = HoldOut.of(root)
     counts: dict[str, int] = {}
+
+    def count(source: str) -> None:
+        counts[source] = counts.get(source, 0) + 1
+
     mini = root / "musdb18hq-mini"
     if (mini / "train").is_dir():
         counts["musdb18hq-mini/train"] = add_musdb_like(corpus, mini)
-    mir = root / "pairs" / "mir1k"
-    for path in sorted(mir.glob("*.wav")):
+    for path in mir1k_clips(root, held):
         audio = load_audio(path, rate)
         if audio.shape[1] == 2:
             corpus.add_pair(f"mir1k/{path.stem}", audio[:, 1:2], audio[:, 0:1])
-            counts["mir1k"] = counts.get("mir1k", 0) + 1
+            count("mir1k")
     excerpts = root / "pairs" / "musdb-train-excerpt-8k"
-    for mix_path in sorted((excerpts / "mix").glob("*.wav")):
+    for mix_path in _audio_files(excerpts / "mix"):
         vocal_path = excerpts / "vocal" / mix_path.name.replace("mix", "vocal", 1)
         if not vocal_path.exists():
             continue
         mix, vocal = load_audio(mix_path, rate), load_audio(vocal_path, rate)
         n = min(len(mix), len(vocal))
         corpus.add_pair(f"excerpt8k/{mix_path.stem}", vocal[:n, :1], mix[:n, :1] - vocal[:n, :1])
-        counts["musdb-train-excerpt-8k"] = counts.get("musdb-train-excerpt-8k", 0) + 1
-    for folder, pool in (("voice", corpus.vocals), ("instrumental", corpus.accompaniments)):
-        for path in sorted((root / folder).glob("*")):
-            if path.suffix.lower() in AUDIO_SUFFIXES:
-                audio = load_audio(path, rate).mean(axis=1)
-                pool.append((f"{folder}/{path.stem}", np.ascontiguousarray(audio, dtype=np.float32)))
-                counts[folder] = counts.get(folder, 0) + 1
+        count("musdb-train-excerpt-8k")
+    voices = [("voice", p) for p in _audio_files(root / "voice")] + solo_voices(root, held)
+    instrumentals = [("instrumental", p) for p in _audio_files(root / "instrumental")]
+    instrumentals += [("bach10", p) for p in bach10_mixtures(root, held)]
+    for items, pool in ((voices, corpus.vocals), (instrumentals, corpus.accompaniments)):
+        for source, path in items:
+            audio = load_audio(path, rate).mean(axis=1)
+            pool.append((f"{source}/{path.stem}", np.ascontiguousarray(audio, dtype=np.float32)))
+            count(source)
     if not counts:
         raise DataError(f"{root}: no training material found (see its README)")
     return counts
+
+
+def source_of(name: str) -> str:
+    """The source an item name starts with (``mir1k/abjones_1_01[1]`` -> ``mir1k``); ``""`` for
+    the songs of a MUSDB-like folder."""
+    return name.split("/", 1)[0] if "/" in name else ""
 
 
 def _rms(x: NDArray[np.float32]) -> float:
@@ -242,6 +394,10 @@ class PatchSampler:
     ``var_db`` (the range where sung vocals sit in produced music; the MUSDB18 mixtures are
     about -3 dB), then both get a common random gain.  With probability ``p_silent`` the
     vocals are left out altogether.  Segments shorter than a patch are tiled.
+
+    ``source_weights`` (``{source: weight}``, sources as :func:`source_of` names them) scale
+    how often each source's items are drawn against the others' (1 for a source not named,
+    0 leaves a source out); without it every item is equally likely.
     """
 
     def __init__(
@@ -256,7 +412,10 @@ class PatchSampler:
         gain_db: float = 6.0,
         random_mix: bool = True,
         var_db: tuple[float, float] = (-8.0, 2.0),
+        source_weights: dict[str, float] | None = None,
     ) -> None:
+        if source_weights:
+            corpus = corpus.weighted(source_weights)
         if not corpus.pairs and not (corpus.vocals and corpus.accompaniments):
             raise DataError("no training material: give at least one data root")
         self.corpus = corpus
@@ -283,6 +442,12 @@ class PatchSampler:
         offset = self.rng.integers(0, len(signal))
         return np.tile(signal, reps)[offset : offset + n]
 
+    def _pick(self, pool: str) -> int:
+        """Index of a random item of a corpus pool, by the corpus's item weights if any."""
+        p = self.corpus.probabilities.get(pool)
+        n = len(getattr(self.corpus, pool))
+        return int(self.rng.integers(n)) if p is None else int(self.rng.choice(n, p=p))
+
     def _gain(self) -> float:
         return float(10 ** (self.rng.uniform(-self.gain_db, self.gain_db) / 20))
 
@@ -290,7 +455,7 @@ class PatchSampler:
         """One random ``(vocals, accompaniment)`` segment, mono, ``segment`` samples each."""
         c = self.corpus
         if self.rng.random() < self.p_pair:
-            _, v, a = c.pairs[self.rng.integers(len(c.pairs))]
+            _, v, a = c.pairs[self._pick("pairs")]
             n = self.segment
             if len(v) >= n:
                 s = int(self.rng.integers(0, len(v) - n + 1))
@@ -299,8 +464,8 @@ class PatchSampler:
                 vocals, accomp = np.resize(v, n), np.resize(a, n)
             vocals, accomp = vocals * self._gain(), accomp * self._gain()
         else:
-            vocals = self._crop(c.vocals[self.rng.integers(len(c.vocals))][1])
-            accomp = self._crop(c.accompaniments[self.rng.integers(len(c.accompaniments))][1])
+            vocals = self._crop(c.vocals[self._pick("vocals")][1])
+            accomp = self._crop(c.accompaniments[self._pick("accompaniments")][1])
             v_rms, a_rms = _rms(vocals), _rms(accomp)
             if v_rms > 1e-4 and a_rms > 1e-4:
                 ratio = 10 ** (self.rng.uniform(*self.var_db) / 20)

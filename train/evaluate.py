@@ -32,6 +32,7 @@ from vocex.model.cli import (EXIT_INPUT, EXIT_MODEL, EXIT_OK, EXIT_OUTPUT, add_m
 from vocex.model.dsp import istft, stft
 from vocex.model.separate import Separator
 from vocex.train.data import DataError, Track, detect_layout, iter_tracks
+from vocex.train.valset import song_parts
 
 PROG = "vocex-eval"
 TARGETS = ("vocals", "accompaniment")
@@ -143,9 +144,24 @@ def evaluate(
     if not per_track:
         raise DataError(f"{root}: no {subset} tracks")
     report: dict[str, Any] = {"tracks": per_track, "median": median_over_tracks(per_track)}
+    parts = song_parts(root)
+    if parts is not None:  # a validation set: each part apart, and the mean the candidates are ranked by
+        report["mean_vocals_SDR"] = _mean_sdr(per_track)
+        report["parts"] = {}
+        for part in sorted(set(parts.values())):
+            rows = [t for t in per_track if parts.get(t["name"]) == part]
+            if rows:
+                report["parts"][part] = {"tracks": len(rows), "median": median_over_tracks(rows),
+                                         "mean_vocals_SDR": _mean_sdr(rows)}
     if baselines:
         report["baselines"] = {k: {"median": median_over_tracks(per_track, k)} for k in ("mixture", "oracle_irm")}
     return report
+
+
+def _mean_sdr(rows: list[dict[str, Any]]) -> float:
+    values = np.array([r["vocals"]["SDR"] for r in rows], dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return round(float(values.mean()), 3) if values.size else float("nan")
 
 
 def print_table(report: dict[str, Any]) -> None:
@@ -155,6 +171,12 @@ def print_table(report: dict[str, Any]) -> None:
     for name, med in rows:
         v, a = med["vocals"], med["accompaniment"]
         print(f"{name:<12} {v['SDR']:8.2f} {v['SIR']:8.2f} {v['SAR']:8.2f} {a['SDR']:8.2f} {a['SIR']:8.2f} {a['SAR']:8.2f}")
+    for part, row in report.get("parts", {}).items():
+        v, a = row["median"]["vocals"], row["median"]["accompaniment"]
+        print(f"part {part:<7} ({row['tracks']} songs): median vocals SDR {v['SDR']:.2f}, accompaniment SDR "
+              f"{a['SDR']:.2f}; mean vocals SDR {row['mean_vocals_SDR']:.2f}")
+    if "mean_vocals_SDR" in report:
+        print(f"whole set: mean vocals SDR {report['mean_vocals_SDR']:.2f} (the ranking figure)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -57,6 +57,7 @@ class TrainConfig:
     newest_lookahead: int = 0
     random_context: float = 0.0
     init: Path | None = None
+    source_weights: tuple[tuple[str, float], ...] = ()
 
     def front_end(self) -> FrontEnd:
         base = PRESETS[self.preset]()
@@ -124,7 +125,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of patches whose oldest columns are zeroed at random (live models: the "
                         "window a stream has while it fills, so the right edge is learnt with any context)")
     p.add_argument("--init", type=Path, help="start from these weights (a model.pt of the same shape)")
+    p.add_argument("--source-weight", dest="source_weights", type=_source_weight, action="append", default=[],
+                   metavar="SOURCE=W",
+                   help="draw this source's items W times as often as others' (1 by default, 0 leaves it "
+                        "out); sources: mir1k, ssvd, gtsinger, voice, instrumental, bach10, excerpt8k "
+                        "(repeatable)")
     return p
+
+
+def _source_weight(value: str) -> tuple[str, float]:
+    name, sep, weight = value.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name, float(weight)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SOURCE=WEIGHT, got {value!r}") from None
 
 
 def column_weights(frames: int, columns: int, weight: float, lookahead: int = 0) -> np.ndarray:
@@ -168,7 +184,7 @@ def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object]) -> Path:
     if not val_set.pairs and not (val_set.vocals and val_set.accompaniments):
         val_set = train_set  # tiny corpora: validate on fresh random mixes of the same pool
     sampler = PatchSampler(train_set, fe, cfg.n_bins, cfg.context_frames, seed=cfg.seed * 1000 + rank,
-                           random_mix=cfg.random_mix)
+                           random_mix=cfg.random_mix, source_weights=dict(cfg.source_weights))
     model = UNet(cfg.base_channels, causal=cfg.causal).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     out = cfg.out
@@ -271,6 +287,7 @@ def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object]) -> Path:
                 + (f", oldest columns zeroed in {cfg.random_context:.0%} of patches" if cfg.random_context > 0 else "")
                 + (f", mask column t for frame t - {cfg.mask_delay}" if cfg.mask_delay else ""),
                 "random_mix": cfg.random_mix, "seed": cfg.seed,
+                **({"source_weights": dict(cfg.source_weights)} if cfg.source_weights else {}),
                 "init": str(cfg.init) if cfg.init else None,
                 "validation_l1": round(val, 5),
                 "train_seconds": round(time.monotonic() - started, 1),
@@ -302,7 +319,8 @@ def _check_init(path: Path) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k not in ("musdb_root", "shared_root")})
+    options = {k: v for k, v in vars(args).items() if k not in ("musdb_root", "shared_root")}
+    cfg = TrainConfig(**{**options, "source_weights": tuple(options["source_weights"])})
     for name in ("steps", "batch_size", "checkpoint_every", "val_every"):
         if getattr(cfg, name) < 1:
             return fail("vocex-train", f"--{name.replace('_', '-')} must be at least 1", EXIT_INPUT)
@@ -332,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
             sources[f"musdb:{root.name}"] = add_musdb_like(corpus, root)
         for root in shared:
             sources.update({f"shared:{k}": v for k, v in add_shared(corpus, root).items()})
+        if cfg.source_weights:
+            corpus.weighted(dict(cfg.source_weights))  # unknown sources fail here, before training
         cfg.out.mkdir(parents=True, exist_ok=True)
         if (cfg.out / "model.pt").exists() and not (cfg.out / "checkpoint.pt").exists():
             raise DataError(f"{cfg.out} already holds a finished model.pt; choose another --out")
