@@ -1,0 +1,63 @@
+"""Weights kept once in ONNX: shared external data, and the state dict read back from a graph."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from tests.conftest import make_model
+from vocex.model.backends import load_unet, resolve_model
+from vocex.model.weightsio import share_weights, state_dict_from_onnx
+
+torch = pytest.importorskip("torch")
+
+
+def _onnx_mask(path, magnitude):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: magnitude})[0]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_state_dict_read_back_from_a_folded_graph_computes_the_same_mask(tmp_path, causal):
+    from vocex.model.unet import UNet
+
+    files = resolve_model(make_model(tmp_path / "m", causal=causal, newest=8))
+    reference = load_unet(files)  # from the checkpoint
+    model = UNet(files.card.base_channels, causal=causal)
+    model.load_state_dict(state_dict_from_onnx(files.path("onnx"), model.state_dict()))
+    model.eval()
+    mag = np.random.default_rng(0).random((2, 1, 64, 64), dtype=np.float32) ** 2
+    with torch.no_grad():
+        ours, theirs = model(torch.from_numpy(mag)).numpy(), reference(torch.from_numpy(mag)).numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    np.testing.assert_allclose(ours, _onnx_mask(files.path("onnx"), mag), atol=1e-5)
+
+
+def test_a_graph_that_lacks_parameters_is_refused(tmp_path):
+    from vocex.model.unet import UNet
+
+    files = resolve_model(make_model(tmp_path / "m"))
+    wider = UNet(files.card.base_channels * 2)
+    with pytest.raises(ValueError, match="does not hold"):
+        state_dict_from_onnx(files.path("onnx"), wider.state_dict())
+
+
+def test_graphs_share_one_weights_file_and_compute_what_they_did(tmp_path):
+    files = resolve_model(make_model(tmp_path / "m", newest=8))
+    whole, newest = files.path("onnx"), files.path("onnx_newest")
+    mag = np.random.default_rng(1).random((1, 1, 64, 64), dtype=np.float32)
+    before = [_onnx_mask(g, mag) for g in (whole, newest)]
+    sizes = {g: g.stat().st_size for g in (whole, newest)}
+    weights = whole.with_name("tiny.weights")
+    share_weights([whole, newest], weights)
+    after = [_onnx_mask(g, mag) for g in (whole, newest)]
+    for b, a in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+    # the parameters are stored once: the file is about one graph's worth, the graphs are small
+    assert weights.stat().st_size < 1.1 * max(sizes.values())
+    assert all(g.stat().st_size < sizes[g] / 2 for g in (whole, newest))
+    moved = tmp_path / "moved"  # the graphs find their weights beside them wherever the folder goes
+    shutil.copytree(whole.parent, moved)
+    np.testing.assert_array_equal(_onnx_mask(moved / whole.name, mag), before[0])
