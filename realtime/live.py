@@ -10,6 +10,9 @@ separator (STFT, U-Net, overlap-add) and writes the output ring, which starts pr
 the worker falls behind (the output ring holds less than one block), it skips inference for
 what it is late on (karaoke plays the dry input, vocals mode silence; ``--on-late silence``
 silences both), counts ``late_blocks``, and catches up.
+
+While it plays, keys typed in its terminal change the mode, the mix and bypass (see
+:data:`KEYS_HELP`); a thread of its own reads them, and the separator crossfades each change.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import argparse
 import json
 import math
 import os
+import select
 import signal
 import sys
 import threading
@@ -36,6 +40,12 @@ from vocex.realtime.stream import (AUTO_LOAD, MODES, StreamingSeparator, choose_
                                    time_inference)
 
 PROG = "vocex-live"
+MIX_STEP = 0.1  # what one + or - key adds to or takes from the mix
+KEYS_HELP = """keys while it plays (in a terminal, unless --no-status):
+  k  karaoke (the song without its vocals)     v  vocals only
+  +  mix up 10 %      -  mix down 10 %          b  bypass on/off (the dry input)
+  q  quit (as --duration ends it)
+each change crossfades over a few milliseconds and shows in the status line"""
 _ABANDONED_STREAM = False  # set when the device died under a stream that cannot be closed
 
 
@@ -142,6 +152,96 @@ class Levels:
         return result
 
 
+class KeyControl:
+    """Keys typed in a terminal change a separator's mode, mix and bypass while it plays.
+
+    ``start()`` puts the terminal ``fd`` in cbreak mode (keys arrive one by one, unechoed;
+    Ctrl-C still interrupts) and reads it on a thread of its own, never the audio thread;
+    ``close()`` stops the thread and gives the terminal its settings back.  Every change is
+    recorded in ``events`` (when, as Unix time; the key; the new mode, mix and bypass)."""
+
+    def __init__(self, separator: StreamingSeparator, stop_event: threading.Event, fd: int = 0) -> None:
+        self.sep, self.stop_event, self.fd = separator, stop_event, fd
+        self.events: list[dict[str, Any]] = []
+        self.quit = False
+        self._saved: list | None = None
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def apply(self, key: str) -> bool:
+        """Act on one key; returns whether it was one of :data:`KEYS_HELP`."""
+        sep = self.sep
+        if key in "kv":
+            sep.mode = "karaoke" if key == "k" else "vocals"
+        elif key in "+=-_":
+            step = MIX_STEP if key in "+=" else -MIX_STEP
+            sep.mix = min(1.0, max(0.0, round(sep.mix + step, 6)))
+        elif key == "b":
+            sep.bypass = not sep.bypass
+        elif key == "q":
+            self.quit = True
+            self.stop_event.set()
+        else:
+            return False
+        self.events.append({"unix": round(time.time(), 3), "key": key, "mode": sep.mode, "mix": sep.mix,
+                            "bypass": sep.bypass})
+        return True
+
+    def start(self) -> bool:
+        """Returns False (and changes nothing) if the terminal refuses cbreak mode."""
+        import termios
+        import tty
+
+        try:
+            self._saved = termios.tcgetattr(self.fd)
+            tty.setcbreak(self.fd, termios.TCSANOW)
+        except (termios.error, OSError):
+            self._saved = None
+            return False
+        self._thread = threading.Thread(target=self._read, name="vocex-keys", daemon=True)
+        self._thread.start()
+        return True
+
+    def _read(self) -> None:
+        while not self._done.is_set():
+            ready, _, _ = select.select([self.fd], [], [], 0.1)
+            if not ready:
+                continue
+            data = os.read(self.fd, 64)
+            if not data:  # the terminal is gone
+                return
+            for key in data.decode(errors="ignore"):
+                self.apply(key)
+
+    def close(self) -> None:
+        """Stop reading and restore the terminal (safe to call twice, or before ``start``)."""
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+        if self._saved is not None:
+            import termios
+
+            termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
+            self._saved = None
+
+
+def keys_wanted(no_status: bool, stdin=None) -> bool:
+    """Key control runs unless ``--no-status``, only when stdin is a terminal, and not in
+    the background (``vocex-live &``: changing the terminal's settings would stop it)."""
+    if no_status:
+        return False
+    try:
+        fd = (sys.stdin if stdin is None else stdin).fileno()
+        if not os.isatty(fd):
+            return False
+    except (AttributeError, ValueError, OSError):  # no stdin, or a closed one
+        return False
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:  # a terminal that is not our controlling one: no job control to mind
+        return True
+
+
 class LiveEngine:
     """Device I/O (rtmixer or a copying sounddevice callback) around a streaming separator."""
 
@@ -175,10 +275,7 @@ class LiveEngine:
         """Run the whole separator before the stream starts (numba compiles, the runtime
         allocates on its first calls); returns the median inference time in seconds."""
         core = self.sep.core
-        warm = np.zeros((4 * core.K * core.hop * self.sep.sample_rate // self.sep.card.sample_rate + 1, self.n_ch),
-                        dtype=np.float32)
-        self.sep.process_block(warm)
-        self.sep.reset()
+        self.sep.warm_up()
         core.timings.clear()  # the run's statistics start with the run
         return time_inference(core.backend, self.n_ch, runs=5, percentile=50, warm_up=0, columns=core.need)
 
@@ -261,7 +358,7 @@ class LiveEngine:
                 if late:
                     self.stats.late_blocks += -(-n // self.block_size)
                 out = self.buf_out[:n]
-                self.sep.process_block(self.buf_in[:n], out, bypass=late)
+                self.sep.process_block(self.buf_in[:n], out, skip_inference=late)
                 if late and self.on_late == "silence":
                     out[...] = 0.0
                 self._limit(out)
@@ -398,14 +495,16 @@ class LiveEngine:
         t = self.sep.core.timings
         recent = t.recent()
         load = (np.percentile(recent, 99) * 1000 / self.stats.inference_interval_ms) if recent.size else 0.0
-        line = (f"in {lin:6.1f} dBFS  out {lout:6.1f} dBFS  change {red:+5.1f} dB  load {load:4.2f}  "
+        sep = self.sep
+        line = (f"{sep.mode:<7} mix {100 * sep.mix:3.0f} %{'  BYPASS' if sep.bypass else '        '}  "
+                f"in {lin:6.1f} dBFS  out {lout:6.1f} dBFS  change {red:+5.1f} dB  load {load:4.2f}  "
                 f"latency {self.stats.total_latency_ms:5.1f} ms  xruns {xruns}  "
                 f"late {self.stats.late_blocks}")
         print("\r" + line, end="", file=sys.stderr, flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0], epilog=KEYS_HELP,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-l", "--list-devices", action="store_true", help="list audio devices and exit")
     p.add_argument("-d", "--device", help="input and output device (numeric id or name substring)")
@@ -429,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what plays while the worker is late")
     p.add_argument("--duration", type=float, help="stop after this many seconds (exit 0)")
     p.add_argument("--stats-json", type=Path, help="write run statistics here on exit")
-    p.add_argument("--no-status", action="store_true", help="no status line")
+    p.add_argument("--no-status", action="store_true", help="no status line and no keys")
     return p
 
 
@@ -516,9 +615,14 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, lambda *_: engine.stop_event.set())
     status = not args.no_status and sys.stderr.isatty()
+    keys = KeyControl(separator, engine.stop_event) if keys_wanted(args.no_status) else None
     try:
+        if keys is not None and keys.start():
+            print(f"{PROG}: keys: k karaoke, v vocals, +/- mix, b bypass, q quit", file=sys.stderr)
         engine.run(args.duration, status)
         stats.ended_by = "duration" if args.duration is not None and not engine.error else "signal"
+        if keys is not None and keys.quit:
+            stats.ended_by = "key q"
     except KeyboardInterrupt:
         stats.ended_by = "ctrl-c"
         code = EXIT_INTERRUPTED
@@ -526,6 +630,9 @@ def main(argv: list[str] | None = None) -> int:
         stats.ended_by = f"device error: {exc}"
         code = fail(PROG, exc, EXIT_DEVICE)
     finally:
+        if keys is not None:  # the terminal's settings come back on every way out
+            keys.close()
+            stats.details["controls"] = keys.events
         signal.signal(signal.SIGTERM, previous)
         engine.close()
         if stats.inference_ms == {}:
@@ -535,7 +642,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.stats_json is not None:
             with atomic_path(args.stats_json) as tmp:
                 tmp.write_text(json.dumps(stats.to_json(), indent=2) + "\n")
-    print(f"{PROG}: {stats.seconds:.1f} s, {args.mode}, latency {stats.total_latency_ms:.1f} ms "
+    print(f"{PROG}: {stats.seconds:.1f} s, {separator.mode}, latency {stats.total_latency_ms:.1f} ms "
           f"(algorithmic {stats.algorithmic_latency_ms:.1f} + buffers {stats.buffer_latency_ms:.1f} + device "
           f"{stats.device_latency_ms:.1f}), load {stats.load:.2f}, xruns {stats.xruns}, "
           f"late blocks {stats.late_blocks}", file=sys.stderr)

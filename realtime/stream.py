@@ -12,6 +12,9 @@ Signal path (per channel)::
         -> model rate --soxr--> device rate vocal estimate, delayed by latency_samples
     output = vocals mode:  mix * vocals + (1 - mix) * dry
              karaoke mode: dry - mix * vocals            (dry = input delayed by the same amount)
+             bypass:       dry
+    a change of mode, mix or bypass ramps the output's two gains (dry, vocals) linearly from
+    the old to the new values over fade_ms: a crossfade, so a change never clicks
 
 Every stage is time-aligned (soxr's streams compensate their own delay, the STFT/OLA drops
 its padding), so the only delay is the prefill of the output FIFO, ``latency_samples``: the
@@ -31,11 +34,12 @@ import numpy as np
 import soxr
 from numpy.typing import NDArray
 
-from vocex.model.backends import Backend, newest_columns
+from vocex.model.backends import STATEFUL_PERIOD, Backend, newest_columns
 from vocex.model.card import ModelCard
 from vocex.model.dsp import analysis_window, check_temperature, extend_mask, soften, synthesis_support, synthesis_window
 
 MODES = ("karaoke", "vocals")
+FADE_MS = 5.0  # a change of mode, mix or bypass crossfades over this long
 RESAMPLER_QUALITY = "LQ"  # soxr: 0.5 ms (44.1 -> 48 kHz) / 10 ms (48 -> 44.1 kHz) of delay
 
 
@@ -45,7 +49,12 @@ class StreamingSettings:
     K mask columns are used after ``lookahead_frames`` (L) further frames of future context,
     softened by ``mask_temperature`` (:func:`vocex.model.dsp.soften`).  A card with
     ``mask_delay`` D puts frame f's mask in column f + D, so its K columns are then the
-    window's ``[-L-K+D, -L+D)`` and L must be at least D."""
+    window's ``[-L-K+D, -L+D)`` and L must be at least D.
+
+    A card that streams in the stateful form (``card.streaming``) has no window: each
+    inference is one step of the stateful network over the K new columns, which gives their
+    K masks (frames ``[-K-D, -D)``); the masks are kept L - D further frames.  The latency is
+    the same formula for both forms."""
 
     hop_batch: int = 1
     lookahead_frames: int = 0
@@ -55,7 +64,7 @@ class StreamingSettings:
     def validate(self, card: ModelCard) -> None:
         if self.hop_batch < 1 or self.lookahead_frames < 0:
             raise ValueError("hop batch K must be >= 1 and lookahead L >= 0")
-        if self.hop_batch + self.lookahead_frames > card.context_frames:
+        if card.streaming == "window" and self.hop_batch + self.lookahead_frames > card.context_frames:
             raise ValueError(f"K + L must be at most context_frames ({card.context_frames})")
         if self.lookahead_frames < card.mask_delay:
             raise ValueError(f"this model gives each frame's mask {card.mask_delay} frame(s) late: "
@@ -70,7 +79,10 @@ class StreamingSettings:
 
     def columns_needed(self, card: ModelCard) -> int:
         """How many of the window's newest mask columns an inference needs (K + L - mask
-        delay): its K columns are the oldest of them."""
+        delay): its K columns are the oldest of them.  The stateful form computes exactly the
+        K new columns of a step (the L - D after them were kept from earlier steps): K."""
+        if card.streaming == "stateful":
+            return self.hop_batch
         return card.context_frames - self.mask_columns(card).start
 
     def model_latency(self, card: ModelCard) -> int:
@@ -103,8 +115,23 @@ def choose_hop_batch(card: ModelCard, inference_seconds: float, lookahead: int =
 def inference_times(backend: Backend, n_items: int, runs: int, warm_up: int = 3, columns: int = 1) -> NDArray[np.float64]:
     """Seconds of each of ``runs`` calls on a random window of ``n_items`` network items, for
     its newest ``columns`` mask columns (the card's ``context_frames``: the whole window),
-    after ``warm_up`` untimed calls."""
+    after ``warm_up`` untimed calls.
+
+    A card that streams statefully is timed the way it streams: ``warm_up`` untimed, then
+    ``runs`` timed steps of ``columns`` random columns each (the hop batch K), and at least
+    one whole period of the layers' phases (64 / K steps), so every step kind is timed."""
     card = backend.card
+    if card.streaming == "stateful":
+        stream = backend.open_stream(n_items, columns)
+        step = np.random.default_rng(0).random((n_items, 1, card.n_bins, columns), dtype=np.float32)
+        for _ in range(warm_up):
+            stream.step(step)
+        times = np.empty(max(runs, STATEFUL_PERIOD // np.gcd(columns, STATEFUL_PERIOD)))
+        for i in range(len(times)):
+            t0 = time.perf_counter()
+            stream.step(step)
+            times[i] = time.perf_counter() - t0
+        return times
     window = np.random.default_rng(0).random((n_items, 1, card.n_bins, card.context_frames), dtype=np.float32)
     for _ in range(warm_up):
         newest_columns(backend, window, columns)
@@ -233,6 +260,13 @@ class MaskStream:
     ``push(x)`` takes ``(n_channels, n)`` float32 at the model rate and returns how many new
     vocal samples became final; they are appended to ``self.vocals`` (a :class:`_Fifo`).
     The vocal stream is aligned with the input: its sample ``i`` estimates input sample ``i``.
+
+    A card that streams statefully (``card.streaming``) steps the backend's stateful stream
+    (``backend.open_stream``) over each K new columns instead of running the network on a
+    window; its masks are those of :meth:`vocex.model.stateful.StatefulUNet.offline` over
+    the stream since its start (or its last ``reset``).  Skipping an inference
+    (``bypass``) restarts that network's memory: the following masks are those of a stream
+    started after the skipped frames.
     """
 
     def __init__(self, backend: Backend, n_channels: int, settings: StreamingSettings, max_push: int = 4096) -> None:
@@ -258,8 +292,18 @@ class MaskStream:
         self.downmix = card.channels == "downmix" and n_channels > 1
         n_net = 1 if self.downmix else n_channels
         self.mix_spec = np.zeros((1, n_freqs), dtype=np.complex64)
-        self.mag_ring = np.zeros((n_net, 1, card.n_bins, ctx), dtype=np.float32)
-        self.window_in = np.zeros((n_net, 1, card.n_bins, ctx), dtype=np.float32)
+        self.stateful = card.streaming == "stateful"
+        # the magnitude columns: the window's ring, or the K new columns of a stateful step
+        self.mag_ring = np.zeros((n_net, 1, card.n_bins, self.K if self.stateful else ctx), dtype=np.float32)
+        if self.stateful:
+            open_stream = getattr(backend, "open_stream", None)
+            if open_stream is None:
+                raise ValueError(f"the {getattr(backend, 'name', 'given')} backend cannot run the stateful form")
+            self.state_stream = open_stream(n_net, self.K)
+            # the newest K + L - D mask columns: the oldest K are the frames an inference outputs
+            self.mask_hist = np.zeros((n_net, 1, card.n_bins, self.K + self.L - card.mask_delay), dtype=np.float32)
+        else:
+            self.window_in = np.zeros((n_net, 1, card.n_bins, ctx), dtype=np.float32)
         self.masked = np.zeros((n_channels, self.K, n_freqs), dtype=np.complex64)
         self.zero_mask = np.zeros((n_net, n_freqs, self.K), dtype=np.float32)
         self.frames = np.zeros((n_channels, self.K, n_fft), dtype=np.float32)
@@ -276,6 +320,9 @@ class MaskStream:
     def reset(self) -> None:
         for a in (self.frame_in, self.spec_hist, self.mag_ring, self.acc):
             a[...] = 0
+        if self.stateful:
+            self.state_stream.reset()
+            self.mask_hist[...] = 0
         self.fill = self.n_fft - self.hop  # the first frame sees n_fft - hop zeros (as offline)
         self.n_frames = 0
         self.discard = self.support - self.hop  # OLA output before the signal's start
@@ -309,9 +356,9 @@ class MaskStream:
         self.spec_hist[:, j % hist] = self.spec
         if self.downmix:
             np.mean(self.spec, axis=0, keepdims=True, out=self.mix_spec)
-            np.abs(self.mix_spec[:, : self.n_bins], out=self.mag_ring[:, 0, :, j % self.ctx])
+            np.abs(self.mix_spec[:, : self.n_bins], out=self.mag_ring[:, 0, :, j % self.mag_ring.shape[-1]])
         else:
-            np.abs(self.spec[:, : self.n_bins], out=self.mag_ring[:, 0, :, j % self.ctx])
+            np.abs(self.spec[:, : self.n_bins], out=self.mag_ring[:, 0, :, j % self.mag_ring.shape[-1]])
         self.n_frames = j + 1
         if self.n_frames % self.K:
             return 0
@@ -320,15 +367,26 @@ class MaskStream:
     def _infer(self) -> int:
         j = self.n_frames - 1
         ctx, K, L = self.ctx, self.K, self.L
-        start = (j + 1) % ctx  # oldest column of the window in the ring
-        self.window_in[..., : ctx - start] = self.mag_ring[..., start:]
-        self.window_in[..., ctx - start :] = self.mag_ring[..., :start]
         if self.bypass:
             full = self.zero_mask
+            if self.stateful:  # the network missed these columns: its memory starts again
+                self.state_stream.reset()
+                self.mask_hist[...] = 0
         else:
-            t0 = time.perf_counter()
-            mask = newest_columns(self.backend, self.window_in, self.need)  # (C or 1, 1, n_bins, need)
-            self.timings.add(time.perf_counter() - t0)
+            if self.stateful:
+                t0 = time.perf_counter()
+                new = self.state_stream.step(self.mag_ring)  # masks of columns j-K+1 .. j
+                self.timings.add(time.perf_counter() - t0)
+                mask = self.mask_hist  # its oldest K columns are the frames' masks
+                mask[..., : mask.shape[-1] - K] = mask[..., K:]
+                mask[..., mask.shape[-1] - K :] = new
+            else:
+                start = (j + 1) % ctx  # oldest column of the window in the ring
+                self.window_in[..., : ctx - start] = self.mag_ring[..., start:]
+                self.window_in[..., ctx - start :] = self.mag_ring[..., :start]
+                t0 = time.perf_counter()
+                mask = newest_columns(self.backend, self.window_in, self.need)  # (C or 1, 1, n_bins, need)
+                self.timings.add(time.perf_counter() - t0)
             # a model that returns NaN/Inf never reaches the output: NaN -> 0, clip to [0, 1]
             mask = np.nan_to_num(mask[:, 0, :, :K], nan=0.0, posinf=1.0, neginf=0.0)
             mask = soften(np.clip(mask, 0.0, 1.0), self.settings.mask_temperature)
@@ -369,6 +427,24 @@ def _finite_copy(src: np.ndarray, dst: np.ndarray) -> int:  # pragma: no cover -
     return bad
 
 
+@numba.njit(cache=True, nogil=True)
+def _mix_out(voc: np.ndarray, dry: np.ndarray, out: np.ndarray, dry_from: float, voc_from: float,
+             dry_to: float, voc_to: float, pos: int, fade: int) -> int:  # pragma: no cover - compiled
+    """``out[t, c] = g_dry * dry[c, t] + g_voc * voc[c, t]``, ``voc``/``dry`` ``(C, n)``, ``out``
+    ``(n, C)``: the gains ramp linearly from ``*_from`` to ``*_to`` over ``fade`` samples, of
+    which ``pos`` are done before this call; returns how many are done after it."""
+    for t in range(out.shape[0]):
+        if pos < fade:
+            pos += 1
+            w = pos / fade
+            g_dry, g_voc = dry_from + w * (dry_to - dry_from), voc_from + w * (voc_to - voc_from)
+        else:
+            g_dry, g_voc = dry_to, voc_to
+        for c in range(out.shape[1]):
+            out[t, c] = g_dry * dry[c, t] + g_voc * voc[c, t]
+    return pos
+
+
 class StreamingSeparator:
     """Streaming vocal separation at a device's sample rate.
 
@@ -381,12 +457,19 @@ class StreamingSeparator:
         mix: wet amount in [0, 1] (0 gives the dry input).
         max_block: largest piece processed at once (longer host blocks are split); only
             sizes the internal buffers, never changes the output.
+        fade_ms: how long a change of ``mode``, ``mix`` or ``bypass`` crossfades, in
+            milliseconds (0: at once, with a click where the two outputs differ).
 
     ``process_block(block, out)``: ``block`` and ``out`` are ``(n_samples, n_channels)``
     float32, any ``n_samples``; ``out[t]`` is the result for input sample
     ``t - latency_samples``.  Everything is allocated here, in ``__init__``.  Non-finite
     input samples (NaN, +-Inf) are taken as 0 and counted in ``nonfinite_samples``, so one
     bad sample cannot poison the context window or reach the output.
+
+    ``mode``, ``mix`` and ``bypass`` (the dry input, delayed by ``latency_samples`` like
+    every output; inference goes on, so leaving bypass needs no new context) may be set
+    between blocks, also from another thread: the next block crossfades to them over
+    ``fade_ms``.
     """
 
     def __init__(
@@ -398,20 +481,21 @@ class StreamingSeparator:
         mode: str = "karaoke",
         mix: float = 1.0,
         max_block: int = 1024,
+        fade_ms: float = FADE_MS,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}")
-        if not 0.0 <= mix <= 1.0:
-            raise ValueError("mix must be in [0, 1]")
         if n_channels < 1 or sample_rate <= 0:
             raise ValueError("need at least one channel and a positive sample rate")
+        if not 0.0 <= fade_ms <= 1000.0:
+            raise ValueError(f"fade_ms must be in [0, 1000], got {fade_ms}")
+        self.fade_samples = round(fade_ms * sample_rate / 1000)
+        self._mode, self._mix, self._bypass = "karaoke", 1.0, False
+        self.mode, self.mix = mode, mix  # checked by the setters
         card = backend.card
         self.card = card
         self.settings = settings or streaming_settings(card)
         ratio = card.sample_rate / sample_rate
         self.core = MaskStream(backend, n_channels, self.settings, max_push=int(np.ceil(max_block * ratio)) + 64)
         self.n_channels, self.sample_rate = n_channels, sample_rate
-        self.mode, self.mix = mode, float(mix)
         self.max_block = max_block
         self.resampling = sample_rate != card.sample_rate
         self._latency = self._compute_latency()
@@ -431,6 +515,51 @@ class StreamingSeparator:
         """Exact algorithmic latency at ``sample_rate``: STFT window, hop batch, lookahead
         and both resamplers."""
         return self._latency
+
+    @property
+    def mode(self) -> str:
+        """``karaoke`` (the input without its vocals) or ``vocals``; settable (crossfaded)."""
+        return self._mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        if value not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {value!r}")
+        self._mode = value
+        self._retarget()
+
+    @property
+    def mix(self) -> float:
+        """Wet amount in [0, 1] (0: the dry input); settable (crossfaded)."""
+        return self._mix
+
+    @mix.setter
+    def mix(self, value: float) -> None:
+        if not 0.0 <= value <= 1.0:  # NaN fails this too
+            raise ValueError(f"mix must be in [0, 1], got {value}")
+        self._mix = float(value)
+        self._retarget()
+
+    @property
+    def bypass(self) -> bool:
+        """True: the output is the dry input (delayed by ``latency_samples``, inference goes
+        on); settable (crossfaded)."""
+        return self._bypass
+
+    @bypass.setter
+    def bypass(self, value: bool) -> None:
+        self._bypass = bool(value)
+        self._retarget()
+
+    def _retarget(self) -> None:
+        """The output's (dry, vocals) gains for the current mode, mix and bypass, set in one
+        assignment: a worker thread reads them once per piece (``_process``)."""
+        if self._bypass:
+            self._target = (1.0, 0.0)
+        elif self._mode == "vocals":
+            self._target = (1.0 - self._mix, self._mix)
+        else:
+            self._target = (1.0, -self._mix)
 
     def _new_resamplers(self) -> None:
         q = self.settings.resampler_quality
@@ -463,6 +592,14 @@ class StreamingSeparator:
             lag = max(lag, i - out)
         return int(lag)
 
+    def warm_up(self) -> None:
+        """Run every stage on silence until the model has run (numba compiles, the runtime
+        allocates on its first calls), then :meth:`reset`: the first real block is not slow."""
+        core = self.core
+        n = 4 * core.K * core.hop * self.sample_rate // self.card.sample_rate + 1
+        self.process_block(np.zeros((n, self.n_channels), dtype=np.float32))
+        self.reset()
+
     def reset(self) -> None:
         """Forget all signal history; the next block starts a new stream."""
         self.core.reset()
@@ -472,16 +609,20 @@ class StreamingSeparator:
         self.vocal_fifo.push_zeros(self._latency)
         self.dry_fifo.push_zeros(self._latency)
         self.underruns = 0
+        # a new stream starts at the current gains, without a fade
+        self._gains_from = self._gains_to = self._target
+        self._fade_pos = self.fade_samples
 
     def process_block(
-        self, block: NDArray[np.float32], out: NDArray[np.float32] | None = None, bypass: bool = False
+        self, block: NDArray[np.float32], out: NDArray[np.float32] | None = None, skip_inference: bool = False
     ) -> NDArray[np.float32]:
         """Process ``(n_samples, n_channels)`` float32; returns ``out`` (allocated if None).
 
-        ``bypass=True`` skips inference for the frames this block completes (their mask is
-        0: karaoke mode plays the dry input, vocals mode silence) but keeps every buffer and
-        the timing intact, so a late host can catch up without a glitch in alignment."""
-        self.core.bypass = bypass
+        ``skip_inference=True`` skips inference for the frames this block completes (their
+        mask is 0: karaoke mode plays the dry input, vocals mode silence) but keeps every
+        buffer and the timing intact, so a late host can catch up without a glitch in
+        alignment."""
+        self.core.bypass = skip_inference
         if block.ndim != 2 or block.shape[1] != self.n_channels:
             raise ValueError(f"block must be (n_samples, {self.n_channels}), got {block.shape}")
         if out is None:
@@ -514,14 +655,14 @@ class StreamingSeparator:
             voc[:, got:] = 0.0
             self.underruns += 1
         self.dry_fifo.pop_into(dry)
-        if self.mode == "vocals":
-            np.multiply(voc, self.mix, out=voc)
-            voc += (1.0 - self.mix) * dry
-            out[...] = voc.T
-        else:
-            np.multiply(voc, -self.mix, out=voc)
-            voc += dry
-            out[...] = voc.T
+        target = self._target  # one read: another thread may set mode, mix or bypass
+        if target != self._gains_to:  # crossfade from wherever the gains are now
+            w = min(self._fade_pos / self.fade_samples, 1.0) if self.fade_samples else 1.0
+            (d0, v0), (d1, v1) = self._gains_from, self._gains_to
+            self._gains_from = (d0 + w * (d1 - d0), v0 + w * (v1 - v0))
+            self._gains_to, self._fade_pos = target, 0
+        self._fade_pos = _mix_out(voc, dry, out, *self._gains_from, *self._gains_to, self._fade_pos,
+                                  self.fade_samples)
 
     def flush(self) -> NDArray[np.float32]:
         """Push ``latency_samples`` of silence: returns the last ``(latency_samples,
