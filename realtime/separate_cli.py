@@ -1,9 +1,19 @@
 """``vocex-separate``: split songs into vocals and accompaniment.
 
     vocex-separate song.mp3 other.flac -o separated/
+    vocex-separate music/ -r -o separated/ --skip-existing
 
 writes ``separated/<input stem>/vocals.wav`` and ``accompaniment.wav`` (32-bit float WAV, the
-input's sample rate, channel count and length).  Existing outputs are kept unless ``--force``.
+input's sample rate, channel count and length); a folder as input takes the audio files in it
+(and in its subfolders with ``-r``), each written under its path relative to that folder.
+Files are read, separated and written in blocks, so memory does not grow with their length.
+Each output is written under a temporary name in its folder and renamed when complete, so an
+interrupted run leaves no partial output under the final names.
+
+Each input is separated on its own: an unreadable or failing input is reported in one line
+and the batch goes on; exit status 2 when any input failed.  Existing outputs are refused
+(before any work) unless ``--force`` (redo them) or ``--skip-existing`` (keep inputs whose
+outputs are complete and match the input, so an interrupted batch resumes).
 ``--streaming`` runs the live separator block by block over the file instead (what
 ``vocex-live`` would produce, aligned by its latency).
 """
@@ -11,55 +21,72 @@ input's sample rate, channel count and length).  Existing outputs are kept unles
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import NDArray
 
-from vocex.model.audio import AudioError, read_audio, write_audio
+from vocex.model.audio import AudioError, AudioReader, AudioWriter, open_audio
 from vocex.model.backends import ModelError, load_backend, resolve_model
 from vocex.model.cli import (EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK,
                              EXIT_OUTPUT, add_model_arguments, add_separation_arguments, fail,
                              separation_conflict)
-from vocex.model.separate import Separation, Separator
+from vocex.model.files import atomic_path
+from vocex.model.separate import Separator
 from vocex.realtime.live import live_model_path
-from vocex.realtime.stream import separate_streaming, streaming_settings
+from vocex.realtime.stream import StreamingSeparator, StreamingSettings, streaming_settings
 
 PROG = "vocex-separate"
 STEMS = ("vocals", "accompaniment")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".caf",
+                  ".w64", ".rf64")  # what a folder input takes
+PICTURE_FRAMES = 4000  # --plot keeps about this many frames of the first pass, whatever the length
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    p.add_argument("inputs", nargs="+", type=Path, metavar="IN", help="audio files (wav, flac, ogg, mp3, ...)")
+    p.add_argument("inputs", nargs="+", type=Path, metavar="IN",
+                   help="audio files (wav, flac, ogg, mp3, ...) or folders of them")
     p.add_argument("-o", "--out-dir", type=Path, required=True, help="output folder")
+    p.add_argument("-r", "--recursive", action="store_true", help="folder inputs: take subfolders' files too")
     add_model_arguments(p)
     p.add_argument("--batch-size", type=int, default=8, help="patches per inference call")
     add_separation_arguments(p, "run the live streaming separator block by block (what vocex-live plays)")
     p.add_argument("--block-size", type=int, default=256, help="streaming: host block size in samples")
     p.add_argument("--plot", action="store_true", help="also write spectrogram.png (input, mask, vocals)")
-    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    existing.add_argument("--skip-existing", action="store_true",
+                          help="leave inputs whose outputs are complete (resume an interrupted batch)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
-def plot_separation(sep: Separation, sample_rate: int, hop: int, path: Path, title: str) -> None:
-    """PNG of the input magnitude, the mask and the vocal estimate (first channel, model rate)."""
+def plot_separation(magnitude: NDArray[np.float32], mask: NDArray[np.float32], seconds: float, sample_rate: int,
+                    path: Path, title: str) -> None:
+    """PNG of the input magnitude, the mask and the vocal estimate (first channel, model rate).
+
+    ``magnitude`` and ``mask``: ``(n_channels, n_bins, n_frames)``, the frames spread over
+    ``seconds`` (a decimated picture of a long file has fewer frames than the file)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    mag = sep.magnitude[0]
-    ref = max(float(mag.max()), 1e-9)
-    seconds = mag.shape[1] * hop / sample_rate
+    mag = magnitude[0]
+    ref = max(float(mag.max()), 1e-9) if mag.size else 1.0
     extent = (0.0, seconds, 0.0, sample_rate / 2 * mag.shape[0] / (mag.shape[0] + 1) / 1000)
     fig, axes = plt.subplots(3, 1, figsize=(10, 8), sharex=True, constrained_layout=True)
     panels = [
         ("input magnitude (dB)", 20 * np.log10(mag / ref + 1e-5), "magma", (-80, 0)),
-        ("vocal mask", sep.mask[0], "viridis", (0, 1)),
-        ("vocal estimate (dB)", 20 * np.log10(mag * sep.mask[0] / ref + 1e-5), "magma", (-80, 0)),
+        ("vocal mask", mask[0], "viridis", (0, 1)),
+        ("vocal estimate (dB)", 20 * np.log10(mag * mask[0] / ref + 1e-5), "magma", (-80, 0)),
     ]
     for ax, (name, data, cmap, lim) in zip(axes, panels):
         im = ax.imshow(data, origin="lower", aspect="auto", cmap=cmap, extent=extent, vmin=lim[0], vmax=lim[1])
@@ -68,36 +95,213 @@ def plot_separation(sep: Separation, sample_rate: int, hop: int, path: Path, tit
         fig.colorbar(im, ax=ax)
     axes[-1].set_xlabel("seconds")
     fig.suptitle(title)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    tmp.replace(path)
 
 
-def _outputs(args: argparse.Namespace) -> dict[Path, Path]:
-    """Input -> output folder; refuse clashes and existing outputs before any work."""
-    folders: dict[Path, Path] = {}
-    seen: dict[str, Path] = {}
+@dataclass(frozen=True)
+class Job:
+    """One input and the folder its outputs go to."""
+
+    src: Path
+    folder: Path
+
+    def targets(self, plot: bool) -> list[Path]:
+        names = [f"{stem}.wav" for stem in STEMS] + (["spectrogram.png"] if plot else [])
+        return [self.folder / name for name in names]
+
+
+def _expand(path: Path, recursive: bool, out_dir: Path) -> Iterator[tuple[Path, Path]]:
+    """``(audio file, its output path relative to the output folder, without suffix)`` for an
+    input; a folder gives its audio files (not those under ``out_dir``)."""
+    if not path.is_dir():
+        yield path, Path(path.stem)
+        return
+    out = out_dir.resolve()
+    found = path.rglob("*") if recursive else path.iterdir()
+    files = sorted(f for f in found if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES
+                   and out not in f.resolve().parents)
+    for f in files:
+        yield f, f.relative_to(path).with_suffix("")
+
+
+def _jobs(args: argparse.Namespace) -> tuple[list[Job], list[str]]:
+    """The inputs' jobs, and an error per folder input with no audio files; refuses clashes
+    and (without ``--force`` or ``--skip-existing``) existing outputs before any work."""
+    jobs: list[Job] = []
+    errors: list[str] = []
+    seen: dict[Path, Path] = {}
     for path in args.inputs:
-        stem = path.stem
-        if stem in seen and seen[stem] != path:
-            raise FileExistsError(f"{path} and {seen[stem]} would both write to {args.out_dir / stem}")
-        seen[stem] = path
-        folders[path] = args.out_dir / stem
-    if not args.force:
-        for folder in folders.values():
-            for name in (*STEMS, "spectrogram") if args.plot else STEMS:
-                target = folder / (f"{name}.png" if name == "spectrogram" else f"{name}.wav")
+        expanded = list(_expand(path, args.recursive, args.out_dir))
+        if path.is_dir() and not expanded:
+            errors.append(f"{path}: is a directory with no audio files"
+                          + ("" if args.recursive else " (-r takes its subfolders)"))
+        for src, rel in expanded:
+            folder = args.out_dir / rel
+            if folder in seen and seen[folder] != src:
+                raise FileExistsError(f"{src} and {seen[folder]} would both write to {folder}")
+            if folder not in seen:
+                seen[folder] = src
+                jobs.append(Job(src, folder))
+    if not (args.force or args.skip_existing):
+        for job in jobs:
+            for target in job.targets(args.plot):
                 if target.exists():
-                    raise FileExistsError(f"{target} exists; use --force to overwrite")
-    return folders
+                    raise FileExistsError(f"{target} exists; use --force to overwrite or --skip-existing to keep it")
+    return jobs, errors
 
 
 def _writable(folder: Path) -> None:
-    """Make ``folder`` and check that a file can be created in it, before hours of work."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile(dir=folder):
+    """Check that ``folder`` can be made and written to, before hours of work (without making it)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    with tempfile.TemporaryFile(dir=existing):
         pass
+
+
+def _complete(job: Job, reader: AudioReader, plot: bool) -> bool | None:
+    """``True`` if all of the job's outputs exist and match the input (rate, channels, length,
+    not cut off), ``False`` if none or only matching ones exist, ``None`` if one exists that is
+    not a matching output (the user's own file, say)."""
+    found = []
+    for target in job.targets(plot):
+        if not target.exists():
+            found.append(False)
+            continue
+        if target.suffix == ".png":
+            with open(target, "rb") as f:
+                valid = f.read(len(PNG_MAGIC)) == PNG_MAGIC
+        else:
+            try:
+                with open_audio(target) as out:
+                    valid = ((out.sample_rate, out.n_channels, out.n_samples)
+                             == (reader.sample_rate, reader.n_channels, reader.n_samples))
+            except AudioError:
+                valid = False
+        if not valid:
+            return None
+        found.append(True)
+    return all(found)
+
+
+def _remove_stale_temporaries(job: Job, plot: bool) -> None:
+    """Temporary outputs a killed run left in the job's folder (``atomic_path``'s names)."""
+    for target in job.targets(plot):
+        for stale in job.folder.glob(f".{target.name}.*{target.suffix}"):
+            stale.unlink(missing_ok=True)
+
+
+class LiveFileStream:
+    """The live separator (:class:`StreamingSeparator`) over a file in blocks, its output
+    shifted back by its latency: ``push``/``finish``/``picture`` like
+    :class:`~vocex.model.separate.SeparationStream` (no picture)."""
+
+    def __init__(self, backend, n_channels: int, sample_rate: int, settings: StreamingSettings,
+                 block_size: int) -> None:
+        self._sep = StreamingSeparator(backend, n_channels, sample_rate, settings, mode="vocals",
+                                       max_block=max(block_size, 1))
+        self._block = max(block_size, 1)
+        self._skip = self._sep.latency_samples
+        self._input = np.zeros((0, n_channels), np.float32)
+        self.n_channels = n_channels
+
+    def push(self, block: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        out = np.empty_like(block)
+        for a in range(0, block.shape[0], self._block):
+            self._sep.process_block(block[a : a + self._block], out[a : a + self._block])
+        self._input = np.concatenate([self._input, block])
+        return self._pair(out)
+
+    def finish(self) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        return self._pair(self._sep.flush())
+
+    def picture(self) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        empty = np.zeros((self.n_channels, 0, 0), np.float32)
+        return empty, empty
+
+    def _pair(self, out: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        drop = min(self._skip, out.shape[0])
+        self._skip -= drop
+        vocals = out[drop : drop + self._input.shape[0]]
+        audio, self._input = self._input[: vocals.shape[0]], self._input[vocals.shape[0] :]
+        return vocals, audio - vocals
+
+
+def _progress_bar(name: str, enabled: bool):
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, desc=name, disable=not enabled, leave=False,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+
+    def update(done: float, total: float) -> None:
+        bar.total, bar.n = total, min(done, total)
+        bar.set_postfix_str(f"{_clock(done)} / {_clock(total)}", refresh=False)
+        bar.refresh()
+
+    return bar, update
+
+
+def _clock(seconds: float) -> str:
+    minutes, s = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{s:02d}" if minutes >= 60 else f"{minutes}:{s:02d}"
+
+
+def separate_file(job: Job, args: argparse.Namespace, separator: Separator, backend,
+                  settings: StreamingSettings | None) -> bool:
+    """Separate one input into its folder, in blocks; ``False`` when ``--skip-existing`` found
+    its outputs complete.  Raises AudioError for a bad input, FileExistsError for an existing
+    file that is not a matching output, OSError for an output that cannot be written."""
+    with open_audio(job.src) as reader:
+        if args.skip_existing:
+            state = _complete(job, reader, args.plot)
+            if state is None:
+                raise FileExistsError(f"{job.folder}: holds a file that is not a complete output of {job.src}; "
+                                      "use --force to overwrite it")
+            if state:
+                return False
+        rate, n_channels = reader.sample_rate, reader.n_channels
+        made = [p for p in (job.folder, *job.folder.parents) if not p.exists()]
+        job.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            _remove_stale_temporaries(job, args.plot)
+            bar, update = _progress_bar(job.src.name, not args.no_progress)
+            stream = (LiveFileStream(backend, n_channels, rate, settings, args.block_size) if settings is not None
+                      else separator.stream(rate, n_channels, reader.n_samples, update,
+                                            picture=PICTURE_FRAMES if args.plot else 0))
+            block = separator.block_size(rate, n_channels)
+            vocals_path, accompaniment_path = (job.folder / f"{stem}.wav" for stem in STEMS)
+            try:
+                with atomic_path(vocals_path, ".wav") as vocals_tmp, \
+                        atomic_path(accompaniment_path, ".wav") as accompaniment_tmp, \
+                        AudioWriter(vocals_tmp, rate, n_channels, name=vocals_path) as vocals_out, \
+                        AudioWriter(accompaniment_tmp, rate, n_channels, name=accompaniment_path) as accompaniment_out:
+                    n_read = 0
+                    for samples in reader.blocks(block):
+                        vocals, accompaniment = stream.push(samples)
+                        vocals_out.write(vocals)
+                        accompaniment_out.write(accompaniment)
+                        n_read += samples.shape[0]
+                        if settings is not None:
+                            update(n_read / rate, max(reader.n_samples, n_read) / rate)
+                    vocals, accompaniment = stream.finish()
+                    vocals_out.write(vocals)
+                    accompaniment_out.write(accompaniment)
+            finally:
+                bar.close()
+            if args.plot:
+                card = separator.card
+                plot_separation(*stream.picture(), n_read / rate, card.sample_rate, job.folder / "spectrogram.png",
+                                job.src.name)
+        except BaseException:
+            for folder in made:  # folders this input made, if nothing is left in them
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+            raise
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,72 +309,51 @@ def main(argv: list[str] | None = None) -> int:
     conflict = separation_conflict(args)
     if conflict:
         return fail(PROG, conflict, EXIT_INPUT)
+    if args.streaming and args.plot:
+        return fail(PROG, "--plot needs the offline separator (drop --streaming)", EXIT_INPUT)
     try:
-        folders = _outputs(args)
-        audio_in = {}
-        for path in args.inputs:  # read everything first: a bad input fails before any output
-            audio_in[path] = read_audio(path)
+        jobs, errors = _jobs(args)
+        _writable(args.out_dir)
         # streaming without --model: what vocex-live plays, the shipped live model
         files = resolve_model(args.model or (live_model_path() if args.streaming else None))
         backend = load_backend(files, args.backend, args.accel, args.threads)
-        try:
-            separator = Separator(backend, args.batch_size, args.shifts, args.mask_temperature,
-                                  high_band=True if args.high_band else None)
-        except ValueError as exc:
-            return fail(PROG, exc, EXIT_INPUT)
-        for folder in folders.values():
-            _writable(folder)
-    except AudioError as exc:
-        return fail(PROG, exc, EXIT_INPUT)
+        separator = Separator(backend, args.batch_size, args.shifts, args.mask_temperature,
+                              high_band=True if args.high_band else None)
+        settings = (streaming_settings(files.card, args.hop_batch, args.lookahead, args.mask_temperature)
+                    if args.streaming else None)
     except ModelError as exc:
         return fail(PROG, exc, EXIT_MODEL)
+    except ValueError as exc:
+        return fail(PROG, exc, EXIT_INPUT)
     except FileExistsError as exc:
         return fail(PROG, exc, EXIT_OUTPUT)
     except OSError as exc:
         return fail(PROG, f"cannot write to {exc.filename or args.out_dir}: {exc.strerror or exc}", EXIT_OUTPUT)
 
-    if args.streaming and args.plot:
-        return fail(PROG, "--plot needs the offline separator (drop --streaming)", EXIT_INPUT)
-    try:
-        settings = (streaming_settings(files.card, args.hop_batch, args.lookahead, args.mask_temperature)
-                    if args.streaming else None)
-    except ValueError as exc:
-        return fail(PROG, exc, EXIT_INPUT)
-    try:
-        for path, (audio, rate) in audio_in.items():
-            if settings is not None:
-                vocals = separate_streaming(backend, audio, rate, settings, args.block_size)
-                sep = Separation(vocals, audio - vocals, np.zeros((0, 0, 0), np.float32), np.zeros((0, 0, 0), np.float32))
+    for message in errors:
+        fail(PROG, message, EXIT_INPUT)
+    done, skipped, failed = 0, 0, len(errors)
+    for job in jobs:
+        try:
+            if separate_file(job, args, separator, backend, settings):
+                done += 1
+                print(f"{job.src} -> {job.folder}/", file=sys.stderr)
             else:
-                sep = _run_one(separator, path, audio, rate, not args.no_progress)
-            folder = folders[path]
-            for name in STEMS:
-                write_audio(folder / f"{name}.wav", getattr(sep, name), rate)
-            if args.plot:
-                card = separator.card
-                plot_separation(sep, card.sample_rate, card.hop, folder / "spectrogram.png", path.name)
-            print(f"{path} -> {folder}/", file=sys.stderr)
-    except KeyboardInterrupt:
-        return fail(PROG, "interrupted", EXIT_INTERRUPTED)
-    except OSError as exc:
-        return fail(PROG, f"cannot write output: {exc.filename or ''} {exc.strerror or exc}", EXIT_OUTPUT)
-    return EXIT_OK
-
-
-def _run_one(separator: Separator, path: Path, audio: np.ndarray, rate: int, progress: bool) -> Separation:
-    from tqdm import tqdm
-
-    bar = tqdm(total=0, desc=path.name, unit="patch", disable=not progress, leave=False)
-
-    def update(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    try:
-        return separator.separate(audio, rate, update)
-    finally:
-        bar.close()
+                skipped += 1
+                print(f"{job.src}: skipped, {job.folder}/ is complete", file=sys.stderr)
+        except (AudioError, FileExistsError) as exc:
+            fail(PROG, exc, EXIT_INPUT)
+            failed += 1
+        except KeyboardInterrupt:
+            return fail(PROG, "interrupted", EXIT_INTERRUPTED)
+        except OSError as exc:
+            return fail(PROG, f"cannot write output: {exc.filename or ''} {exc.strerror or exc}", EXIT_OUTPUT)
+        except Exception as exc:  # a failing input must not stop the batch
+            fail(PROG, f"{job.src}: separation failed ({exc!r})", EXIT_INTERNAL)
+            failed += 1
+    if len(jobs) + len(errors) > 1 or skipped:
+        print(f"{PROG}: {done} done, {skipped} skipped, {failed} failed", file=sys.stderr)
+    return EXIT_INPUT if failed else EXIT_OK
 
 
 if __name__ == "__main__":
