@@ -4,6 +4,7 @@
     vocex-bench latency --json bench/results/latency.json
     vocex-bench soak --minutes 10 --json bench/results/soak.json
     vocex-bench throughput --json bench/results/throughput.json
+    vocex-bench memory --minutes 20,60,180 --json bench/results/memory.json
     vocex-bench quality --musdb-root ../shared/data/musdb18hq-mini --json bench/results/quality.json --plot
 
 Each subcommand prints a table and writes its JSON (``--json``); ``--plot`` writes PNGs
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from vocex.model.backends import ModelError, resolve_model
+from vocex.model.card import CardError
 from vocex.model.cli import EXIT_DEVICE, EXIT_INPUT, EXIT_MODEL, EXIT_OK, EXIT_OUTPUT, fail
 from vocex.model.files import atomic_path
 
@@ -75,8 +77,11 @@ def cmd_compute(args: argparse.Namespace) -> int:
     from vocex.bench import compute
 
     files = _live_model(args.model)
-    report = compute.run(files, [int(k) for k in args.hop_batches.split(",")],
-                         [int(c) for c in args.channels.split(",")], args.iterations, args.whole)
+    try:
+        report = compute.run(files, [int(k) for k in args.hop_batches.split(",")],
+                             [int(c) for c in args.channels.split(",")], args.iterations, args.whole, args.form)
+    except CardError as exc:
+        return fail(PROG, f"--form {args.form}: {exc}", EXIT_INPUT)
     report["machine"] = _machine()
     print(compute.table(report))
     _write(args.json, report)
@@ -193,6 +198,28 @@ def cmd_quality(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_memory(args: argparse.Namespace) -> int:
+    from vocex.bench import memory
+
+    try:
+        minutes = [float(m) for m in args.minutes.split(",")]
+    except ValueError:
+        return fail(PROG, f"--minutes: expected comma-separated numbers, got {args.minutes!r}", EXIT_INPUT)
+    if min(minutes) <= 0:
+        return fail(PROG, "--minutes must be positive", EXIT_INPUT)
+    if args.model:
+        resolve_model(args.model)  # a bad --model fails here (exit 3), not in the child
+    try:
+        report = memory.run(minutes, args.model, ["--streaming"] if args.streaming else [], args.tmp_dir,
+                            progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    except OSError as exc:
+        return fail(PROG, exc, EXIT_OUTPUT)
+    report["machine"] = _machine()
+    print(memory.table(report))
+    _write(args.json, report)
+    return EXIT_OK
+
+
 def _plot_soak(report: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -226,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--whole", action="store_true",
                    help="time the network on the whole window, not the newest K columns the live path "
                         "asks for (the cost before the newest-columns graph)")
+    c.add_argument("--form", choices=("window", "stateful"),
+                   help="streaming form to time (default: the card's; stateful needs a causal card "
+                        "exported with vocex-export --stateful)")
     c.set_defaults(func=cmd_compute)
 
     lat = sub.add_parser("latency", help="stated and measured latency of live settings")
@@ -251,6 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(t)
     t.set_defaults(func=cmd_throughput)
+
+    m = sub.add_parser("memory", help="peak memory and speed of vocex-separate on long synthetic WAVs")
+    m.add_argument("--json", type=Path, help="write the results here")
+    m.add_argument("--model", help="model (default: the shipped default model)")
+    m.add_argument("--minutes", default="20,60", help="lengths to measure (comma separated; default %(default)s)")
+    m.add_argument("--streaming", action="store_true", help="measure vocex-separate --streaming")
+    m.add_argument("--tmp-dir", type=Path, help="where to write the WAVs and outputs (default: the system's)")
+    m.set_defaults(func=cmd_memory)
 
     q = sub.add_parser("quality", help="museval SDR of the streaming path per K:L, and offline (quality vs latency)")
     common(q)

@@ -390,7 +390,7 @@ class SeparationStream:
         n = (lead + n_out) * hop
         vocals = istft(masked, n, n_fft, hop, card.window)
         frame_w = frame_weights(np.concatenate([np.zeros(lead), weights]), n, n_fft, hop, card.window)
-        start = max(seg_start, 0)
+        start = max(seg_start, self._done)  # before it only the zero lead frames reach (or nothing)
         self._grow(seg_start + n)
         i = start - self._done
         self._vocal_sum[i : i + n - (start - seg_start)] += vocals[start - seg_start :]

@@ -122,6 +122,30 @@ def test_downmix_equals_the_whole_signal(tmp_path_factory):
     np.testing.assert_allclose(got.vocals, whole_signal(sep, x, RATE), atol=1e-5)
 
 
+@pytest.fixture(scope="module", params=[(128, 96), (128, 48)], ids=lambda p: f"n_fft{p[0]}-hop{p[1]}")
+def framing_backend(request, tmp_path_factory):
+    """Tiny models whose hop does not divide n_fft (the paper's 1024/768 is such a pair)."""
+    from tests.conftest import make_model
+    from vocex.model.backends import load_backend, resolve_model
+
+    n_fft, hop = request.param
+    card = make_model(tmp_path_factory.mktemp("framing"), name="framing", n_fft=n_fft, hop=hop, n_bins=n_fft // 2)
+    return load_backend(resolve_model(card), "onnx", "cpu", threads=1)
+
+
+@pytest.mark.parametrize("high_band", [False, True])
+def test_a_hop_that_does_not_divide_n_fft(framing_backend, high_band):
+    for shifts in (1, 2):
+        sep = Separator(framing_backend, shifts=shifts, high_band=high_band)
+        for n in _lengths(sep, 16000):
+            x = tone_mix(n, 16000, seed=n)
+            np.testing.assert_allclose(sep.separate(x, 16000).vocals, whole_signal(sep, x, 16000), atol=1e-5,
+                                       err_msg=f"shifts={shifts} n={n}")
+        delayed = Separator(PointwiseMask(framing_backend.card, 2), shifts=shifts, high_band=high_band)
+        x = tone_mix(delayed.block_size(16000, 2) + 1, 16000)
+        np.testing.assert_allclose(in_blocks(delayed, x, 16000, 777)[0], whole_signal(delayed, x, 16000), atol=1e-5)
+
+
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(n=st.integers(1, 30000), block=st.integers(1, 20000), shifts=st.integers(1, 4),
        rate=st.sampled_from([8000, 11025, 22050]), high_band=st.booleans())
