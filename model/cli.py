@@ -52,8 +52,8 @@ def add_separation_arguments(parser: argparse.ArgumentParser, streaming_help: st
     parser.add_argument("--lookahead", type=int, help="streaming: lookahead frames L (default: the model card's)")
     parser.add_argument("--shifts", type=int, default=DEFAULT_SHIFTS,
                         help=f"offline: passes at shifted STFT frames and patch borders, blended (default "
-                        f"{DEFAULT_SHIFTS}; each pass costs one network call per frame; 4 gains about 0.1 dB "
-                        "at twice the compute, 1 is twice as fast and about 0.2 dB worse)")
+                        f"{DEFAULT_SHIFTS}; each pass costs one network call per frame; more passes score a "
+                        "little better at proportionally more compute)")
     parser.add_argument("--mask-temperature", type=float, metavar="T",
                         help="divide the mask's logits by T (default: the card's, offline or live)")
     parser.add_argument("--high-band", action="store_true",

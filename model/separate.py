@@ -11,7 +11,7 @@ in which it sits near a patch centre; the weights enter exactly as :func:`istft`
 them (:func:`frame_weights`), so a constant mask still scales the input exactly.
 
 The cost is one network call per frame and pass.  Two passes (the default) cost what one
-pass of half-overlapping patches did and score about 0.3 dB better (the "shift trick" of
+pass of half-overlapping patches does and score better (the "shift trick" of
 Demucs, here with the patch overlap folded into it).  The accompaniment is the input minus
 the vocal estimate, so the two always sum to the input exactly and everything above the
 model's band (4096 Hz for the paper preset) goes to the accompaniment, unless the high band

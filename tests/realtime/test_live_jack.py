@@ -131,9 +131,9 @@ def _clean_run(jack_server, tmp_path, seconds: float, *extra: str, song=None, ju
 
     Every run is judged in full: vocex never fell behind (``late_blocks``), never lost its
     stream (``restarts``), and at most one xrun after the harness joined the graph (JACK counts
-    the xruns of every client, this test's Python player and recorder included; on this shared
-    2-core VM the kernel delays real-time threads by several ms now and then, measured with
-    cyclictest).  With a ``judge``, xruns do not fail a run by themselves: the judge sets
+    the xruns of every client, this test's Python player and recorder included; on a shared
+    virtual machine the kernel can delay real-time threads by several ms now and then, as
+    cyclictest shows).  With a ``judge``, xruns do not fail a run by themselves: the judge sets
     aside the seconds they can have touched, and answers ``Unjudged`` when too little is left
     (a stalled run).  A run that fails is reported and repeated; if none is clean the test
     fails with every run's figures, unless the machine stalled every run (see ``_stalled``)."""
@@ -167,8 +167,8 @@ def _clean_run(jack_server, tmp_path, seconds: float, *extra: str, song=None, ju
                          "stalled": (isinstance(verdict, Unjudged) if judge is not None else bool(steady))
                                     or _stalled(stats)})
     if all(f["stalled"] for f in failures):
-        # the machine stalled every run: JACK's own graph missed deadlines (this VM's real-time
-        # scheduling stalls by several ms, measured with cyclictest), or an inference took
+        # the machine stalled every run: JACK's own graph missed deadlines (a virtual machine's
+        # real-time scheduling can stall by several ms, as cyclictest shows), or an inference took
         # longer than the buffers hold and several times its own median: nothing here can be
         # judged, so say so
         pytest.skip(f"machine stalls in all {ATTEMPTS} runs, no run could be judged: {failures}")
@@ -181,8 +181,8 @@ STALL_RATIO = 3.0
 def _stalled(stats) -> bool:
     """A late run whose worst inference outlasted the prefilled output (``prefill_slack_ms``)
     and took more than ``STALL_RATIO`` times the run's median inference: the CPU was taken
-    from vocex for that long (on the shared VMs here such phases last minutes, with inference
-    p99 at 3-4 times its median).  A uniformly slower inference is not a stall: the prefill
+    from vocex for that long (on a shared virtual machine such phases can last minutes, with
+    inference p99 at several times its median).  A uniformly slower inference is not a stall: the prefill
     is sized from the inference time measured at start-up, and then the run must be clean."""
     inf = stats["inference_ms"]
     return stats["late_blocks"] > 0 and inf["max"] > stats["details"]["prefill_slack_ms"] \
