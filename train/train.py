@@ -40,6 +40,8 @@ class TrainConfig:
     base_channels: int = 16
     causal: bool = False
     mask_delay: int = 0
+    stateful: bool = False
+    peak_frames: int | None = None
     steps: int = 2000
     minutes: float | None = None
     batch_size: int = 8
@@ -65,6 +67,24 @@ class TrainConfig:
         hop = self.hop or base.hop
         window = self.window or (base.window if (n_fft, hop) == (base.n_fft, base.hop) else default_window(n_fft, hop))
         return FrontEnd(self.sample_rate or base.sample_rate, n_fft, hop, window)
+
+
+def _sliding_peak_model(unet, frames: int):  # UNet -> nn.Module
+    """The U-Net on input normalised as the stateful stream normalises it
+    (:func:`vocex.model.unet.sliding_peak_normalise`)."""
+    from torch import nn
+
+    from vocex.model.unet import sliding_peak_normalise
+
+    class SlidingPeak(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.unet = unet
+
+        def forward(self, magnitude):
+            return self.unet.forward_scaled(sliding_peak_normalise(magnitude, frames))
+
+    return SlidingPeak()
 
 
 def shorten_context(mix: np.ndarray, voc: np.ndarray, share: float, keep: int,
@@ -104,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask-delay", type=int, default=0,
                    help="with --causal: mask column t is trained as frame t - D's, so every frame's "
                         "mask reads D frames of its future (streams then use lookahead >= D)")
+    p.add_argument("--stateful", action="store_true",
+                   help="with --causal: a model the live path steps column by column (vocex-export --stateful); "
+                        "each column is normalised by the peak of the newest --peak-frames columns, in training "
+                        "as in the stream, instead of the patch by its peak")
+    p.add_argument("--peak-frames", type=int,
+                   help="with --stateful: columns whose peak normalises a column (default: --context-frames)")
     p.add_argument("--steps", type=int, default=TrainConfig.steps)
     p.add_argument("--minutes", type=float, help="stop (and save) after this much training time")
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
@@ -186,6 +212,8 @@ def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object]) -> Path:
     sampler = PatchSampler(train_set, fe, cfg.n_bins, cfg.context_frames, seed=cfg.seed * 1000 + rank,
                            random_mix=cfg.random_mix, source_weights=dict(cfg.source_weights))
     model = UNet(cfg.base_channels, causal=cfg.causal).to(device)
+    peak_frames = cfg.peak_frames or cfg.context_frames
+    run = _sliding_peak_model(model, peak_frames) if cfg.stateful else model  # what the loss sees
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     out = cfg.out
     ckpt_path = out / "checkpoint.pt"
@@ -204,7 +232,7 @@ def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object]) -> Path:
         model.load_state_dict(torch.load(cfg.init, map_location=device, weights_only=True))
         if rank == 0:
             print(f"starting from {cfg.init}", file=sys.stderr)
-    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    net = torch.nn.parallel.DistributedDataParallel(run) if world > 1 else run
 
     weights = None
     if cfg.newest_weight > 0 and cfg.newest_columns > 0:
@@ -221,7 +249,7 @@ def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object]) -> Path:
         with torch.no_grad():
             for mix, voc in val_batches:
                 m, v = torch.from_numpy(mix).to(device), torch.from_numpy(voc).to(device)
-                total += float(delayed_l1(model(m), m, v, cfg.mask_delay))
+                total += float(delayed_l1(run(m), m, v, cfg.mask_delay))
         model.train()
         return total / max(len(val_batches), 1)
 
@@ -276,6 +304,7 @@ def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object]) -> Path:
         card = ModelCard.from_front_end(
             "vocex-unet", fe, n_bins=cfg.n_bins, context_frames=cfg.context_frames,
             base_channels=cfg.base_channels, causal=cfg.causal, mask_delay=cfg.mask_delay,
+            **({"streaming": "stateful", "peak_frames": peak_frames} if cfg.stateful else {}),
             training={
                 "data": sources,
                 "corpus_seconds": {k: round(v, 1) for k, v in corpus.seconds().items()},
@@ -332,6 +361,10 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.mask_delay and (not cfg.causal or not 0 < cfg.mask_delay < cfg.context_frames):
         return fail("vocex-train", f"--mask-delay {cfg.mask_delay} needs --causal and must be less than "
                     f"--context-frames {cfg.context_frames}", EXIT_INPUT)
+    if cfg.stateful and not cfg.causal:
+        return fail("vocex-train", "--stateful needs --causal (the stream steps a causal U-Net)", EXIT_INPUT)
+    if cfg.peak_frames is not None and (not cfg.stateful or cfg.peak_frames < 1):
+        return fail("vocex-train", "--peak-frames needs --stateful and must be at least 1", EXIT_INPUT)
     if not 0.0 <= cfg.random_context <= 1.0:
         return fail("vocex-train", f"--random-context is a share of patches, 0 to 1; got {cfg.random_context}", EXIT_INPUT)
     if cfg.init is not None:

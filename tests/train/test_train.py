@@ -140,3 +140,37 @@ def test_column_weights_follow_the_live_output_columns(musdb_hq, tmp_path, capsy
                  "--newest-lookahead", "61", *TINY_ARGS]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--newest-lookahead 61" in err
+
+
+def test_stateful_training_normalises_as_the_stream_does(musdb_hq, tmp_path, capsys):
+    import numpy as np
+    import torch
+
+    from vocex.model.backends import load_unet
+    from vocex.model.unet import sliding_peak_normalise
+    from vocex.train.data import Corpus, PatchSampler, add_musdb_like
+    from vocex.train.train import _sliding_peak_model
+
+    out = tmp_path / "stateful"
+    assert main(["--out", str(out), "--musdb-root", str(musdb_hq), "--steps", "2", "--causal", "--stateful",
+                 "--peak-frames", "32", *TINY_ARGS]) == 0
+    card = json.loads((out / "model.json").read_text())
+    assert card["streaming"] == "stateful" and card["peak_frames"] == 32 and card["causal"] is True
+    # what the loss saw: the columns scaled by the peak of their newest 32 columns, not the patch's
+    unet = load_unet(resolve_model(out / "model.json"))
+    corpus = Corpus(8000)
+    add_musdb_like(corpus, musdb_hq)
+    mix = torch.from_numpy(PatchSampler(corpus, _card_front_end(card), 64, 64, seed=0).batch(2)[0])
+    with torch.no_grad():
+        seen = _sliding_peak_model(unet, 32)(mix)
+        np.testing.assert_allclose(seen, unet.forward_scaled(sliding_peak_normalise(mix, 32)), atol=1e-6)
+        assert not torch.allclose(seen, unet(mix), atol=1e-4)  # the patch-peak form differs
+    assert main(["--out", str(tmp_path / "x"), "--musdb-root", str(musdb_hq), "--stateful", *TINY_ARGS]) == 2
+    assert "--stateful needs --causal" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "y"), "--musdb-root", str(musdb_hq), "--peak-frames", "8", *TINY_ARGS]) == 2
+
+
+def _card_front_end(card):
+    from vocex.model.card import FrontEnd
+
+    return FrontEnd(card["sample_rate"], card["n_fft"], card["hop"], card["window"])
