@@ -126,9 +126,12 @@ def cmd_soak(args: argparse.Namespace) -> int:
         return fail(PROG, exc, EXIT_INPUT)
     if song.shape[1] == 1:
         song = song.repeat(2, axis=1)
-    control = soak.control(song[:, :2], args.control_minutes, args.samplerate, args.blocksize) if args.control_minutes > 0 else None
-    report = soak.run(song[:, :2], args.minutes, args.model, args.samplerate, args.blocksize)
-    report.update({"song": str(args.song), "machine": _machine(), "control": control})
+    if args.cpu_hog < 0:
+        return fail(PROG, f"--cpu-hog must be >= 0, got {args.cpu_hog}", EXIT_INPUT)
+    with soak.cpu_hogs(args.cpu_hog):
+        control = soak.control(song[:, :2], args.control_minutes, args.samplerate, args.blocksize) if args.control_minutes > 0 else None
+        report = soak.run(song[:, :2], args.minutes, args.model, args.samplerate, args.blocksize)
+    report.update({"song": str(args.song), "machine": _machine(), "control": control, "cpu_hog": args.cpu_hog})
     print(soak.table(report))
     _write(args.json, report)
     if args.plot and args.json:
@@ -272,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--blocksize", type=int, default=256)
     s.add_argument("--control-minutes", type=float, default=0.0,
                    help="first run the server and player this long without vocex-live: the xruns the machine alone causes")
+    s.add_argument("--cpu-hog", type=int, default=0, metavar="N",
+                   help="run N processes spinning on the cores throughout (control run included): a busy machine")
     s.set_defaults(func=cmd_soak)
 
     t = sub.add_parser("throughput", help="offline separation speed (x real time) vs Open-Unmix and HT-Demucs")

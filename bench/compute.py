@@ -5,11 +5,17 @@ CUDA variants when a GPU is present) and each hop batch K, the live window (one 
 channel) is run ``--iterations`` times for its newest K mask columns (by the card's
 newest-columns graph when it has one, as the live path does); the table gives p50 / p99 / max and the load,
 p99 over the time between two inferences (K hops).  Load above 1 cannot keep up.
+
+A model that streams in the stateful form (its card's ``streaming``, or ``--form stateful``
+for a causal card exported with ``vocex-export --stateful``) is timed per step: a stream of
+K-column steps (at least one whole 64-frame period of its layers' phases, so the rare step
+that runs every layer is in the p99), ONNX Runtime and eager torch.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -19,14 +25,16 @@ from vocex.realtime.stream import inference_times
 
 
 def backend_variants(files: ModelFiles) -> list[tuple[str, str, int]]:
-    """``(backend, accel, threads)`` triples available here."""
+    """``(backend, accel, threads)`` triples available here (no TorchScript for the stateful
+    form: it steps the eager module)."""
     variants = [("onnx", "cpu", 1), ("onnx", "cpu", 2)]
+    torch_names = ("eager",) if files.card.streaming == "stateful" else ("torchscript", "eager")
     if importlib.util.find_spec("torch"):
-        variants += [("torchscript", "cpu", 1), ("eager", "cpu", 1)]
+        variants += [(name, "cpu", 1) for name in torch_names]
         import torch
 
         if torch.cuda.is_available():
-            variants += [("torchscript", "cuda", 1), ("eager", "cuda", 1)]
+            variants += [(name, "cuda", 1) for name in torch_names]
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
@@ -35,10 +43,14 @@ def backend_variants(files: ModelFiles) -> list[tuple[str, str, int]]:
 
 
 def run(files: ModelFiles, hop_batches: list[int], channels: list[int], iterations: int,
-        whole: bool = False) -> dict[str, Any]:
+        whole: bool = False, form: str | None = None) -> dict[str, Any]:
     """``whole``: time the network on the whole window, as the live path did before the
-    newest-columns graph (for comparison)."""
+    newest-columns graph (for comparison).  ``form``: ``window`` or ``stateful`` (None: the
+    card's ``streaming``)."""
+    if form is not None and form != files.card.streaming:
+        files = dataclasses.replace(files, card=files.card.replace(streaming=form))
     card = files.card
+    stateful = card.streaming == "stateful"
     hop_ms = 1000 * card.hop / card.sample_rate
     rows = []
     for name, accel, threads in backend_variants(files):
@@ -50,7 +62,7 @@ def run(files: ModelFiles, hop_batches: list[int], channels: list[int], iteratio
         for n_ch in channels:
             timed: dict[int, np.ndarray] = {}  # by the columns asked for: --whole times the window once
             for k in hop_batches:
-                columns = card.context_frames if whole else k
+                columns = card.context_frames if whole and not stateful else k
                 if columns not in timed:
                     timed[columns] = 1000 * inference_times(backend, n_ch, iterations, warm_up=5, columns=columns)
                 t = timed[columns]
@@ -62,7 +74,9 @@ def run(files: ModelFiles, hop_batches: list[int], channels: list[int], iteratio
                              "load": round(p99 / interval, 3)})
     return {"model": str(files.card_path), "n_bins": card.n_bins, "context_frames": card.context_frames,
             "base_channels": card.base_channels, "hop_ms": round(hop_ms, 3), "iterations": iterations,
-            "graph": "whole window" if whole else "newest K columns (the live path's)",
+            "form": card.streaming,
+            "graph": ("stateful step of K columns" if stateful else
+                      "whole window" if whole else "newest K columns (the live path's)"),
             "results": rows}
 
 

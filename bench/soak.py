@@ -1,7 +1,9 @@
 """``vocex-bench soak``: vocex-live for N minutes on a JACK dummy server with a real song
 looped into its inputs: xruns, late blocks, load, and the resident memory of the vocex-live
 process sampled every few seconds (growth per minute from a least-squares fit after the
-first minute's warm-up).
+first minute's warm-up).  ``cpu_hog`` N runs N processes spinning on the cores beside it
+(a busy machine: a browser, a game, a build), started before the control run and always
+stopped at the end.
 """
 
 from __future__ import annotations
@@ -12,12 +14,35 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vocex.realtime.jackloop import JackServer, wait_for_ports
+
+
+@contextmanager
+def cpu_hogs(n: int) -> Iterator[list[subprocess.Popen]]:
+    """``n`` processes that each spin on a core for as long as the block runs; always stopped
+    (terminated, killed after 5 s) when it ends, however it ends."""
+    procs: list[subprocess.Popen] = []
+    try:
+        for _ in range(n):
+            procs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        yield procs
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def rss_mib(pid: int) -> float:
@@ -130,6 +155,8 @@ def table(report: dict[str, Any]) -> str:
     ctl = report.get("control")
     ctl_line = (f"\ncontrol, the server and player alone for {ctl['minutes']} min: {ctl['server_xruns']} server xruns"
                 if ctl else "")
+    hogs = report.get("cpu_hog", 0)
+    ctl_line += f"\nwith {hogs} process(es) spinning on the cores throughout" if hogs else ""
     return (f"soak {report['minutes']} min @ {report['sample_rate']} Hz, block {report['block']}: "
             f"xruns {report['xruns']}, late blocks {report['late_blocks']}, load {report['load']:.2f} "
             f"(p99 {report['inference_ms']['p99']:.2f} ms), RSS {r['after_warmup']} -> {r['last']} MiB "

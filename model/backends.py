@@ -26,6 +26,11 @@ from numpy.typing import NDArray
 from vocex.model.card import CardError, ModelCard
 
 ACCELS = ("auto", "cpu", "cuda")
+STATEFUL_PERIOD = 64  # 2 ** the U-Net's six stride-2 layers: the stateful form's phase period
+# the column counts K that vocex-export --stateful writes steps for; a hop batch runs as steps of
+# the largest that divides it.  One size: each step's weights live in its If branch (pre-packed
+# there), so every further size would copy most of the weights again
+STATEFUL_STEP_SIZES = (1,)
 
 
 class ModelError(ValueError):
@@ -157,9 +162,34 @@ class OnnxBackend:
             if shape[:-1] != probe.shape[:-1] or not 0 < self.newest_frames < self.card.context_frames:
                 raise ModelError(f"{newest}: output shape {shape} is not the newest columns of its card's window")
 
+        # the stateful form's graph (vocex-export --stateful), if any
+        self.stateful_session, self.step_sizes = None, ()
+        stateful = files.path("onnx_stateful")
+        if stateful is not None:
+            self.stateful_session = open_session(stateful)
+            meta = self.stateful_session.get_modelmeta().custom_metadata_map
+            names = [i.name for i in self.stateful_session.get_inputs()]
+            try:
+                self.step_sizes = tuple(int(k) for k in meta["step_sizes"].split(","))
+                peak = int(meta["peak_frames"])
+            except (KeyError, ValueError):
+                raise ModelError(f"{stateful}: not a vocex stateful graph (no step_sizes / peak_frames metadata)") from None
+            if names != ["magnitude", *stateful_state_names()] or peak != self.card.stateful_peak_frames:
+                raise ModelError(f"{stateful}: its inputs or peak_frames ({peak}) do not match its card "
+                                 f"({self.card.stateful_peak_frames})")
+        elif self.card.streaming == "stateful":
+            raise ModelError(f"{files.card_path}: the card streams statefully but lists no onnx_stateful graph "
+                             "(run vocex-export --stateful)")
+
     def __call__(self, magnitude: NDArray[np.float32]) -> NDArray[np.float32]:
         _check_input(self.card, magnitude)
         return self.session.run(None, {self.input_name: magnitude})[0]
+
+    def open_stream(self, n_items: int, hop_batch: int) -> StatefulStream:
+        """A stateful stream of ``n_items`` network items stepping ``hop_batch`` columns."""
+        if self.stateful_session is None:
+            raise ModelError(f"{self.card.name}: no stateful graph (vocex-export --stateful)")
+        return _OnnxStatefulStream(self.stateful_session, self.card, n_items, hop_batch, self.step_sizes)
 
     def newest(self, magnitude: NDArray[np.float32], n: int) -> NDArray[np.float32]:
         """``self(magnitude)[..., -n:]``, from the newest-columns graph when it has enough."""
@@ -168,6 +198,114 @@ class OnnxBackend:
         _check_input(self.card, magnitude)
         mask = self.newest_session.run(None, {self.input_name: magnitude})[0]
         return mask[..., self.newest_frames - n:]
+
+
+def stateful_state_names() -> list[str]:
+    """The stateful form's states, in order (vocex.model.stateful): the stream position ``t``,
+    the normalisation's ``peaks``, then per layer ``enc1..6``, ``dec1..6`` and ``pend0..5``."""
+    return ["t", "peaks", *(f"enc{i}" for i in range(1, 7)), *(f"dec{i}" for i in range(1, 7)),
+            *(f"pend{i}" for i in range(6))]
+
+
+def step_depth(t: int) -> int:
+    """How many U-Net levels get a new column in a stateful step that starts at stream position
+    ``t``: the levels ``l`` with ``t % 2**l == 0`` (all six at ``t = 0``)."""
+    depth = 0
+    while depth < 6 and t % (2 << depth) == 0:
+        depth += 1
+    return depth
+
+
+class StatefulStream:
+    """A running stateful stream of one model: ``mask = stream.step(columns)``, ``reset()``.
+
+    ``columns`` and the returned ``mask`` are ``(n_items, 1, n_bins, hop_batch)`` float32: the
+    newest ``hop_batch`` magnitude columns and their masks.  The mask is a buffer of the
+    stream's, overwritten by the next step.  A hop batch that the model cannot step at once
+    runs as ``hop_batch / step`` steps of the largest ``step`` it can (the same masks).  All
+    buffers are allocated here."""
+
+    def __init__(self, card: ModelCard, n_items: int, hop_batch: int, step_sizes: tuple[int, ...]) -> None:
+        fits = [k for k in step_sizes if hop_batch % k == 0]
+        if hop_batch < 1 or not fits:
+            raise ValueError(f"hop batch {hop_batch}: the stateful model steps in {step_sizes} columns")
+        self.card, self.n_items, self.hop_batch, self.step_size = card, n_items, hop_batch, max(fits)
+        self.mask = np.zeros((n_items, 1, card.n_bins, hop_batch), dtype=np.float32)
+        self.columns = np.zeros((n_items, 1, card.n_bins, self.step_size), dtype=np.float32)
+
+    def step(self, columns: NDArray[np.float32]) -> NDArray[np.float32]:
+        if columns.shape != self.mask.shape:
+            raise ValueError(f"columns must be {self.mask.shape}, got {columns.shape}")
+        s = self.step_size
+        for i in range(0, self.hop_batch, s):
+            self.columns[...] = columns[..., i : i + s]
+            self._step(self.mask[..., i : i + s])
+        return self.mask
+
+    def _step(self, out: NDArray[np.float32]) -> None:  # self.columns -> out
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+
+class _OnnxStatefulStream(StatefulStream):
+    """Two preallocated sets of states, each bound once to an IOBinding as the other's
+    output: a step copies the columns in, runs, and swaps the sets."""
+
+    def __init__(self, session, card: ModelCard, n_items: int, hop_batch: int, step_sizes: tuple[int, ...]) -> None:
+        import onnxruntime as ort
+
+        super().__init__(card, n_items, hop_batch, step_sizes)
+        self.session = session
+        self.out = np.zeros_like(self.columns)
+        specs = session.get_inputs()[1:]
+        self.sets = [[np.zeros([n_items if not isinstance(d, int) else d for d in spec.shape],
+                               dtype=np.int64 if "int64" in spec.type else np.float32) for spec in specs]
+                     for _ in range(2)]
+        value = ort.OrtValue.ortvalue_from_numpy
+        self._values = [value(a) for a in (self.columns, self.out, *self.sets[0], *self.sets[1])]  # kept alive
+        self.bindings = []
+        for a in range(2):
+            io = session.io_binding()
+            io.bind_ortvalue_input("magnitude", self._values[0])
+            io.bind_ortvalue_output("mask", self._values[1])
+            for spec, src, dst in zip(specs, self.sets[a], self.sets[1 - a]):
+                io.bind_ortvalue_input(spec.name, value(src))
+                io.bind_ortvalue_output(f"{spec.name}_out", value(dst))
+            self.bindings.append(io)
+        self.current = 0
+
+    def _step(self, out: NDArray[np.float32]) -> None:
+        self.session.run_with_iobinding(self.bindings[self.current])
+        self.current ^= 1
+        out[...] = self.out
+
+    def reset(self) -> None:
+        for states in self.sets:
+            for a in states:
+                a[...] = 0
+        self.current = 0
+
+
+class _TorchStatefulStream(StatefulStream):
+    """:class:`vocex.model.stateful.StatefulUNet` in eager torch (for tests and torch users)."""
+
+    def __init__(self, module, device: str, card: ModelCard, n_items: int, hop_batch: int) -> None:
+        import torch
+
+        sizes = tuple(2**i for i in range(7))
+        super().__init__(card, n_items, hop_batch, sizes)
+        self.module, self.device, self._torch = module, device, torch
+        self.reset()
+
+    def _step(self, out: NDArray[np.float32]) -> None:
+        with self._torch.inference_mode():
+            mask, *self.states = self.module.step(self._torch.from_numpy(self.columns).to(self.device), *self.states)
+            out[...] = mask.cpu().numpy()
+
+    def reset(self) -> None:
+        self.states = [s.to(self.device) for s in self.module.initial_states(self.n_items)]
 
 
 def newest_columns(backend: Backend, magnitude: NDArray[np.float32], n: int) -> NDArray[np.float32]:
@@ -213,9 +351,21 @@ class _TorchBackend:
         self.device = "cuda" if accel in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
         if threads:
             torch.set_num_threads(threads)
-        self.card = files.card
+        self.card, self.files = files.card, files
         self.module = self._load(files).to(self.device)
         self._torch = torch
+
+    def open_stream(self, n_items: int, hop_batch: int) -> StatefulStream:
+        """A stateful stream (eager torch, from the checkpoint) of ``n_items`` network items."""
+        from vocex.model.stateful import StatefulUNet
+
+        net = self.module if isinstance(self.module, self._torch.nn.Module) and not isinstance(
+            self.module, self._torch.jit.ScriptModule) else load_unet(self.files)
+        try:
+            module = StatefulUNet(net, self.card.n_bins, self.card.stateful_peak_frames).to(self.device)
+        except (ValueError, AttributeError) as exc:
+            raise ModelError(f"{self.card.name}: no stateful form ({exc})") from None
+        return _TorchStatefulStream(module, self.device, self.card, n_items, hop_batch)
 
     def _load(self, files: ModelFiles):
         raise NotImplementedError

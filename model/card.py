@@ -24,6 +24,13 @@ CHANNEL_POLICIES = ("independent", "downmix")
 # Offline calibrations a card may set (see vocex.model.separate): the divisor of the mask's
 # logits, and whether the vocals get a high band above the model's band.
 OFFLINE_SETTINGS = ("mask_temperature", "high_band")
+# How the live path runs a model (vocex.realtime.stream.MaskStream):
+#   "window":   every K hops, the network on the sliding window of the newest context_frames
+#               columns (any U-Net; the patch is normalised by its peak);
+#   "stateful": a causal U-Net stepped one column batch at a time with per-layer state
+#               (vocex.model.stateful, vocex-export --stateful); each column is normalised by
+#               the peak of the newest peak_frames columns (vocex.model.unet.sliding_peak_normalise).
+STREAMING_FORMS = ("window", "stateful")
 
 
 def ensemble_fields(members: list[dict[str, Any]]) -> dict[str, Any]:
@@ -99,6 +106,12 @@ class ModelCard:
     files: dict[str, str] = field(default_factory=dict)
     live: dict[str, Any] = field(default_factory=dict)
     offline: dict[str, Any] = field(default_factory=dict)
+    # how the live path streams the model (STREAMING_FORMS); "stateful" needs one causal
+    # U-Net and the files' onnx_stateful graph (or torch) to run it
+    streaming: str = "window"
+    # the stateful form's causal normalisation: each column divided by the peak of the newest
+    # peak_frames columns (None: context_frames, the divisor of the window form's newest column)
+    peak_frames: int | None = None
     version: int = CARD_VERSION
 
     def __post_init__(self) -> None:
@@ -117,6 +130,12 @@ class ModelCard:
             if {k: getattr(self, k) for k in whole} != whole:
                 raise CardError(f"an ensemble card's base_channels, causal and mask_delay must be "
                                 f"{tuple(whole.values())} (widest member, all causal, largest delay)")
+        if self.streaming not in STREAMING_FORMS:
+            raise CardError(f"streaming must be one of {', '.join(STREAMING_FORMS)}, got {self.streaming!r}")
+        if self.streaming == "stateful" and (not self.causal or self.members):
+            raise CardError("stateful streaming needs a single causal U-Net (causal true, no ensemble members)")
+        if self.peak_frames is not None and not (isinstance(self.peak_frames, int) and self.peak_frames >= 1):
+            raise CardError(f"peak_frames must be a whole number >= 1 or null, got {self.peak_frames!r}")
         unknown = set(self.offline) - set(OFFLINE_SETTINGS)
         if unknown:
             raise CardError(f"unknown offline settings: {', '.join(sorted(unknown))}")
@@ -124,6 +143,11 @@ class ModelCard:
             raise CardError(f"offline mask_temperature must be positive, got {self.offline['mask_temperature']}")
         if self.n_bins > self.n_fft // 2 + 1:
             raise CardError(f"n_bins {self.n_bins} exceeds the {self.n_fft // 2 + 1} STFT bins")
+
+    @property
+    def stateful_peak_frames(self) -> int:
+        """The columns whose peak normalises a column in the stateful form."""
+        return self.context_frames if self.peak_frames is None else self.peak_frames
 
     @property
     def front_end(self) -> FrontEnd:

@@ -3,7 +3,9 @@
     vocex-export runs/my-run/model.json -o models/ --name mymodel
 
 writes ``models/mymodel.{pt,onnx,ts,json}``; the card lists the files it wrote.  Existing
-files are never overwritten without ``--force``.
+files are never overwritten without ``--force``.  ``--stateful`` (a causal U-Net) also writes
+``mymodel.stateful.onnx``, the stateful streaming form (vocex.model.stateful), and marks the
+card to stream in that form.
 """
 
 from __future__ import annotations
@@ -55,10 +57,13 @@ def export_onnx(model, card, dest: Path, newest: int = 0) -> None:
 
 
 def export(files: ModelFiles, out_dir: Path, name: str, formats: list[str], force: bool = False,
-           live: dict[str, int] | None = None, channels: str | None = None, newest: int = 0) -> Path:
+           live: dict[str, int] | None = None, channels: str | None = None, newest: int = 0,
+           stateful: bool = False, peak_frames: int | None = None) -> Path:
     """Export ``formats`` (``onnx``, ``torchscript``) beside a copy of the checkpoint; with
     ``newest`` N and ``onnx``, also ``NAME.newest.onnx``, the live path's graph of the newest N
-    mask columns (card file ``onnx_newest``)."""
+    mask columns (card file ``onnx_newest``); with ``stateful`` and ``onnx``, also
+    ``NAME.stateful.onnx``, the stateful streaming form (card file ``onnx_stateful``, card
+    ``streaming: "stateful"``, normalised over ``peak_frames`` columns: the card's if None)."""
     import torch
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -67,6 +72,8 @@ def export(files: ModelFiles, out_dir: Path, name: str, formats: list[str], forc
         targets["onnx"] = out_dir / f"{name}.onnx"
         if newest:
             targets["onnx_newest"] = out_dir / f"{name}.newest.onnx"
+        if stateful:
+            targets["onnx_stateful"] = out_dir / f"{name}.stateful.onnx"
     if "torchscript" in formats:
         targets["torchscript"] = out_dir / f"{name}.ts"
     src = files.path("checkpoint")
@@ -75,6 +82,13 @@ def export(files: ModelFiles, out_dir: Path, name: str, formats: list[str], forc
         raise FileExistsError(f"{existing[0]} exists; use --force to overwrite")
     if newest >= files.card.context_frames:
         raise ModelError(f"--newest-columns {newest}: must be under the card's {files.card.context_frames} context frames")
+    card = files.card
+    if stateful:
+        if not card.causal or card.members:
+            raise ModelError(f"{files.card_path}: --stateful needs a single causal U-Net (vocex-train --causal)")
+        if peak_frames is not None and peak_frames < 1:
+            raise ModelError(f"--peak-frames {peak_frames}: must be at least 1")
+        card = card.replace(streaming="stateful", peak_frames=peak_frames if peak_frames is not None else card.peak_frames)
     model = load_unet(files)
     if src != targets["checkpoint"]:
         _atomic(targets["checkpoint"], lambda tmp: shutil.copyfile(src, tmp))
@@ -85,12 +99,19 @@ def export(files: ModelFiles, out_dir: Path, name: str, formats: list[str], forc
         if newest:
             export_onnx(model, files.card, targets["onnx_newest"], newest)
             written["onnx_newest"] = targets["onnx_newest"].name
+        if stateful:
+            from vocex.model.stateful import StatefulUNet, export_stateful_onnx
+
+            form = StatefulUNet(model, card.n_bins, card.stateful_peak_frames)
+            _atomic(targets["onnx_stateful"], lambda tmp: export_stateful_onnx(form, tmp, ONNX_OPSET))
+            written["onnx_stateful"] = targets["onnx_stateful"].name
     if "torchscript" in formats:
         scripted = script_unet(model)
         _atomic(targets["torchscript"], lambda tmp: torch.jit.save(scripted, str(tmp)))
         written["torchscript"] = targets["torchscript"].name
-    card = files.card.replace(files=written, live={**files.card.live, **(live or {})},
-                              channels=channels or files.card.channels)
+    if "onnx_stateful" not in written and card.streaming == "stateful" and "onnx" in formats:
+        card = card.replace(streaming="window")  # the copy has no stateful graph: it streams in windows
+    card = card.replace(files=written, live={**card.live, **(live or {})}, channels=channels or card.channels)
     _atomic(targets["card"], lambda tmp: card.save(tmp))
     return targets["card"]
 
@@ -110,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--newest-columns", type=int, default=0, metavar="N",
                    help="also write NAME.newest.onnx, which computes only the newest N mask columns: "
                         "the live path uses it when K + L <= N (the same output, less compute)")
+    p.add_argument("--stateful", action="store_true",
+                   help="also write NAME.stateful.onnx, the stateful streaming form of a causal U-Net "
+                        "(one step per hop batch, per-layer state); the card then streams in that form")
+    p.add_argument("--peak-frames", type=int, metavar="N",
+                   help="with --stateful: normalise each column by the peak of the newest N columns "
+                        "(default: the card's, else its context frames)")
     args = p.parse_args(argv)
     if args.newest_columns < 0:
         p.error("--newest-columns must be >= 0")
@@ -119,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         live = {k: v for k, v in (("hop_batch", args.live_hop_batch), ("lookahead_frames", args.live_lookahead))
                 if v is not None}
         card = export(files, args.out_dir, name, args.formats or ["onnx", "torchscript"], args.force, live,
-                      args.channels, args.newest_columns)
+                      args.channels, args.newest_columns, args.stateful, args.peak_frames)
     except ModelError as exc:
         return fail(PROG, exc, EXIT_MODEL)
     except FileExistsError as exc:  # an existing output, or out_dir (a folder above it) is a file

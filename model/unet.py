@@ -86,7 +86,10 @@ class UNet(nn.Module):
     def _encode(self, magnitude: torch.Tensor) -> list[torch.Tensor]:
         """The encoder's outputs, first to last, of the peak-normalised input."""
         peak = torch.amax(magnitude, dim=(1, 2, 3), keepdim=True)
-        x = magnitude / (peak + 1e-8)
+        return self._encode_scaled(magnitude / (peak + 1e-8))
+
+    def _encode_scaled(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's outputs, first to last, of an already normalised input."""
         skips = []
         for layer in self.encoder:
             # causal: 4 columns of the past on the left, none on the right
@@ -95,7 +98,14 @@ class UNet(nn.Module):
         return skips
 
     def forward(self, magnitude: torch.Tensor) -> torch.Tensor:
-        skips = self._encode(magnitude)
+        return self._decode(self._encode(magnitude))
+
+    def forward_scaled(self, x: torch.Tensor) -> torch.Tensor:
+        """The mask of an input already normalised (e.g. by :func:`sliding_peak_normalise`,
+        the stateful stream's causal normalisation): ``forward`` without its patch peak."""
+        return self._decode(self._encode_scaled(x))
+
+    def _decode(self, skips: list[torch.Tensor]) -> torch.Tensor:
         x = skips[-1]
         for i, layer in enumerate(self.decoder):
             if i > 0:
@@ -138,6 +148,21 @@ class UNet(nn.Module):
             for sub in list(layer)[1:]:
                 x = sub(x)
         return x
+
+
+def sliding_peak_normalise(magnitude: torch.Tensor, frames: int) -> torch.Tensor:
+    """Causal level normalisation: each column divided by the peak of the newest ``frames``
+    columns up to it (itself included; columns before the signal count as silence), per
+    batch item.  ``magnitude`` is ``(batch, 1, n_bins, n_frames)``; same shape out.
+
+    The window form divides its whole window by the window's peak, so its newest column is
+    divided by the peak of the newest ``context_frames`` columns: with ``frames`` equal to
+    ``context_frames`` every column here gets exactly that divisor, which a stream can
+    compute as the columns arrive (:class:`vocex.model.stateful.StatefulUNet`)."""
+    column_peak = torch.amax(magnitude, dim=(1, 2))  # (batch, n_frames)
+    padded = F.pad(column_peak, (frames - 1, 0))[:, None]
+    peak = F.max_pool1d(padded, frames, 1)[:, 0]
+    return magnitude / (peak[:, None, None, :] + 1e-8)
 
 
 class UNetEnsemble(nn.Module):

@@ -262,3 +262,96 @@ def test_a_delayed_card_streams_each_frame_with_its_own_mask(tiny_backend, K, D)
         StreamingSeparator(tiny_backend, 1, RATE, s).latency_samples
     with pytest.raises(ValueError, match="lookahead L must be at least"):
         StreamingSeparator(delayed, 1, RATE, StreamingSettings(K, D - 1))
+
+
+
+@pytest.fixture(scope="module", params=[0, 1], ids=["delay0", "delay1"])
+def stateful(tmp_path_factory, request):
+    """A tiny causal model that streams in the stateful form, mask delay 0 or 1: its ONNX
+    backend and its eager StatefulUNet (for the offline reference)."""
+    from tests.conftest import make_model
+    from vocex.model.backends import load_backend, load_unet, resolve_model
+    from vocex.model.export import export
+    from vocex.model.stateful import StatefulUNet
+
+    folder = tmp_path_factory.mktemp("stateful")
+    card = make_model(folder / "plain", name="st", seed=8, causal=True, mask_delay=request.param)
+    files = resolve_model(export(resolve_model(card), folder / "out", "st", ["onnx"], stateful=True))
+    net = StatefulUNet(load_unet(files), files.card.n_bins, files.card.stateful_peak_frames)
+    return load_backend(files, "onnx", "cpu", threads=1), net
+
+
+def _stateful_reference(backend, net, audio, settings):
+    """What the stateful stream computes, offline: the causal network over the whole signal
+    (StatefulUNet.offline), frame f masked by column f + mask delay, then the inverse STFT."""
+    import torch
+
+    from vocex.model.dsp import extend_mask, istft, soften, stft
+    from vocex.model.separate import network_magnitude
+
+    card = backend.card
+    n, n_ch = audio.shape
+    tail = (settings.hop_batch + settings.lookahead_frames + -(-card.n_fft // card.hop) + 1) * card.hop
+    padded = np.concatenate([audio, np.zeros((tail, n_ch), dtype=np.float32)])
+    spec = stft(padded, card.n_fft, card.hop, card.window)
+    mag = network_magnitude(spec, card)
+    mag = np.concatenate([mag, np.zeros(mag.shape[:2] + (card.mask_delay,), np.float32)], axis=2)
+    with torch.no_grad():
+        masks = net.offline(torch.from_numpy(mag[:, None]))[:, 0, :, card.mask_delay:].numpy()
+    masks = soften(np.clip(masks, 0.0, 1.0), settings.mask_temperature)
+    return istft(spec * extend_mask(masks, spec.shape[1]), padded.shape[0], card.n_fft, card.hop, card.window)[:n]
+
+
+@pytest.mark.parametrize("K,extra_L,block", [(1, 0, 257), (2, 0, 1), (4, 0, 300), (4, 2, 64), (3, 1, 1000), (8, 0, 4097)])
+def test_stateful_stream_equals_the_causal_network_offline(stateful, K, extra_L, block):
+    """Hop batches, host block sizes, lookahead beyond the mask delay, stereo (two network
+    items, the tiny card being per-channel) and mono."""
+    backend, net = stateful
+    assert backend.card.streaming == "stateful"
+    s = StreamingSettings(K, backend.card.mask_delay + extra_L)
+    for n_ch in (2, 1):
+        x = tone_mix(RATE + 333, RATE, n_channels=n_ch, seed=9)
+        ref = _stateful_reference(backend, net, x, s)
+        got = separate_streaming(backend, x, RATE, s, block_size=block)
+        np.testing.assert_allclose(got, ref, atol=2e-5)
+        assert np.abs(ref).max() > 0.01
+
+
+def test_stateful_stream_after_reset_starts_a_new_stream(stateful):
+    backend, net = stateful
+    s = StreamingSettings(2, backend.card.mask_delay)
+    x = tone_mix(5000, RATE, seed=10)
+    sep = StreamingSeparator(backend, 2, RATE, s, mode="vocals")
+    _run(sep, tone_mix(3000, RATE, seed=11), [500])
+    sep.reset()
+    y = _run(sep, np.vstack([x, np.zeros((sep.latency_samples, 2), np.float32)]), [128])
+    ref = _stateful_reference(backend, net, x, s)
+    np.testing.assert_allclose(y[sep.latency_samples :], ref, atol=2e-5)
+
+
+@pytest.mark.parametrize("K", [1, 2, 4])
+def test_stateful_stream_latency_is_exact(stateful, K):
+    backend, _ = stateful
+    s = StreamingSettings(K, backend.card.mask_delay)
+    sep = StreamingSeparator(backend, 1, RATE, s, mode="karaoke", mix=0.0)
+    assert sep.latency_samples == s.model_latency(backend.card) == \
+        TINY["n_fft"] - 1 + (K - 1 + backend.card.mask_delay) * TINY["hop"]
+    x = np.zeros((3000, 1), np.float32)
+    x[700] = 1.0
+    y = _run(sep, x, [37])
+    assert np.argmax(np.abs(y)) == 700 + sep.latency_samples
+    # the vocal estimate of the impulse never comes before the stated latency either
+    voc = StreamingSeparator(backend, 1, RATE, s, mode="vocals")
+    v = _run(voc, x, [37])
+    assert np.abs(v[: 700 + sep.latency_samples - TINY["n_fft"] + 1]).max() == 0.0
+    assert np.abs(v).max() > 0
+
+
+def test_stateful_inference_times_step_through_a_whole_period(stateful):
+    from vocex.realtime.stream import inference_times, time_inference
+
+    backend, _ = stateful
+    assert len(inference_times(backend, 2, runs=5, columns=4)) == 16  # 64 / K steps
+    assert len(inference_times(backend, 1, runs=100, columns=1)) == 100
+    assert time_inference(backend, 2, runs=5, columns=2) > 0
+    assert StreamingSettings(4, backend.card.mask_delay).columns_needed(backend.card) == 4

@@ -1,0 +1,208 @@
+"""The stateful streaming form of the causal U-Net: streamed masks equal the causal network
+run offline over the whole signal (vocex.model.stateful), in eager torch and ONNX Runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import make_model
+
+torch = pytest.importorskip("torch")
+
+from vocex.model.backends import (STATEFUL_STEP_SIZES, ModelError, load_backend, resolve_model,  # noqa: E402
+                                  stateful_state_names, step_depth)
+from vocex.model.card import CardError, ModelCard  # noqa: E402
+from vocex.model.export import export, main as export_main  # noqa: E402
+from vocex.model.stateful import StatefulUNet  # noqa: E402
+from vocex.model.unet import UNet, sliding_peak_normalise  # noqa: E402
+
+N_BINS = 64
+
+
+def _random_causal(seed: int, base: int = 2) -> UNet:
+    gen = torch.Generator().manual_seed(seed)
+    net = UNet(base, causal=True)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2, generator=gen)
+                m.running_var.uniform_(0.5, 2.0, generator=gen)
+    return net.eval()
+
+
+def _magnitude(batch: int, n_frames: int, seed: int) -> torch.Tensor:
+    """Columns of varied level (so the sliding peak changes along the signal)."""
+    gen = torch.Generator().manual_seed(seed)
+    level = torch.exp(2 * torch.randn(1, 1, 1, n_frames, generator=gen))
+    return torch.rand(batch, 1, N_BINS, n_frames, generator=gen) ** 3 * level
+
+
+def _stream(net: StatefulUNet, x: torch.Tensor, k: int, states=None) -> tuple[torch.Tensor, list]:
+    """Step ``x`` through the stateful net ``k`` columns at a time (the tail that does not fill
+    a step is left out)."""
+    states = list(net.initial_states(x.shape[0])) if states is None else states
+    out = []
+    with torch.no_grad():
+        for i in range(0, x.shape[-1] - k + 1, k):
+            mask, *states = net.step(x[..., i : i + k], *states)
+            out.append(mask)
+    return torch.cat(out, dim=-1), states
+
+
+def test_sliding_peak_normalise_divides_each_column_by_its_recent_peak():
+    x = _magnitude(2, 50, 0)
+    frames = 7
+    got = sliding_peak_normalise(x, frames).numpy()
+    col = x.numpy().max(axis=(1, 2))  # (batch, n_frames)
+    for t in range(50):
+        peak = col[:, max(0, t - frames + 1) : t + 1].max(axis=1)
+        np.testing.assert_allclose(got[..., t], x.numpy()[..., t] / (peak[:, None, None] + 1e-8), rtol=1e-6)
+
+
+def test_the_offline_reference_is_the_causal_unet_when_the_peak_is_global():
+    """With the signal's peak in its first column and a span over the whole signal, every
+    column's divisor is the patch peak of UNet.forward: the reference is that network."""
+    unet = _random_causal(1)
+    x = _magnitude(2, 128, 1)
+    x[..., 0] = 2 * x.amax(dim=(1, 2, 3), keepdim=True)[..., 0]
+    with torch.no_grad():
+        ref = StatefulUNet(unet, N_BINS, 128).offline(x)
+        np.testing.assert_allclose(ref.numpy(), unet(x).numpy(), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 8, 16, 64])
+@pytest.mark.parametrize("batch, n_frames, peak_frames", [(1, 157, 128), (2, 203, 40), (2, 71, 1)])
+def test_streamed_masks_equal_the_offline_causal_network(k, batch, n_frames, peak_frames):
+    net = StatefulUNet(_random_causal(2), N_BINS, peak_frames)
+    x = _magnitude(batch, n_frames, 2)
+    with torch.no_grad():
+        ref = net.offline(x)
+    got, _ = _stream(net, x, k)
+    n = got.shape[-1]
+    assert n == n_frames // k * k
+    np.testing.assert_allclose(got.numpy(), ref[..., :n].numpy(), rtol=0, atol=1e-4)
+    assert ref.std() > 1e-3  # an input-dependent mask
+
+
+@pytest.mark.parametrize("k, start", [(1, 5), (2, 37), (4, 100)])
+def test_a_stream_restarted_from_initial_states_equals_the_network_on_the_rest(k, start):
+    """A stream started later (or reset) is the offline network over the signal from there."""
+    net = StatefulUNet(_random_causal(3), N_BINS, 64)
+    x = _magnitude(2, 230, 3)
+    _, used = _stream(net, _magnitude(2, 90, 4), k)  # some other signal first
+    assert any(s.abs().max() > 0 for s in used[1:])
+    got, _ = _stream(net, x[..., start:], k)  # after a reset
+    with torch.no_grad():
+        ref = net.offline(x[..., start:])
+    np.testing.assert_allclose(got.numpy(), ref[..., : got.shape[-1]].numpy(), rtol=0, atol=1e-4)
+
+
+def test_each_layer_computes_only_its_new_columns():
+    """At K = 1 encoder layer l runs once every 2**l steps on 5 columns (4 kept, 1 new), and
+    the decoder layer at level l on 2 kept and 1 new column."""
+    net = StatefulUNet(_random_causal(4), N_BINS, 64)
+    calls: dict[str, list[int]] = {}
+    hooks = [layer[0].register_forward_hook(lambda m, i, o, name=f"enc{n + 1}": calls.setdefault(name, []).append(i[0].shape[-1]))
+             for n, layer in enumerate(net.unet.encoder)]
+    _stream(net, _magnitude(1, 128, 5), 1)
+    for h in hooks:
+        h.remove()
+    for level in range(1, 7):
+        assert calls[f"enc{level}"] == [5] * (128 >> level)
+    assert [step_depth(t) for t in (0, 1, 2, 3, 4, 8, 12, 32, 64, 96)] == [6, 0, 1, 0, 2, 3, 2, 5, 6, 5]
+
+
+def test_step_refuses_a_step_size_it_cannot_take():
+    net = StatefulUNet(_random_causal(5), N_BINS, 64)
+    states = net.initial_states(1)
+    with pytest.raises(ValueError, match="power of two"):
+        net.step(torch.zeros(1, 1, N_BINS, 3), *states)
+    _, *states = net.step(torch.zeros(1, 1, N_BINS, 1), *states)  # now at t = 1
+    with pytest.raises(ValueError, match="divides"):
+        net.step(torch.zeros(1, 1, N_BINS, 2), *states)
+    with pytest.raises(ValueError, match="causal"):
+        StatefulUNet(UNet(2), N_BINS, 64)
+
+
+@pytest.fixture(scope="module")
+def stateful_card(tmp_path_factory):
+    """A tiny causal model exported with its stateful graph (mask delay 1)."""
+    folder = tmp_path_factory.mktemp("stateful")
+    card = make_model(folder / "plain", seed=11, causal=True, mask_delay=1)
+    return export(resolve_model(card), folder / "out", "tiny", ["onnx"], stateful=True, peak_frames=48)
+
+
+def test_export_writes_the_stateful_graph_and_marks_the_card(stateful_card):
+    files = resolve_model(stateful_card)
+    assert files.card.streaming == "stateful" and files.card.peak_frames == 48
+    assert files.card.files["onnx_stateful"] == "tiny.stateful.onnx" and files.path("onnx_stateful").is_file()
+    backend = load_backend(files, "onnx", "cpu", threads=1)
+    assert backend.step_sizes == STATEFUL_STEP_SIZES
+    assert [i.name for i in backend.stateful_session.get_inputs()] == ["magnitude", *stateful_state_names()]
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 8, 16])
+@pytest.mark.parametrize("n_items", [1, 2])
+def test_onnx_and_eager_stateful_streams_agree_with_the_reference(stateful_card, k, n_items):
+    """ONNX Runtime (preallocated states swapped through two IOBindings) and eager torch give
+    the offline reference; K = 3 and 16 run as steps of 1 and 8 in ONNX."""
+    files = resolve_model(stateful_card)
+    onnx_stream = load_backend(files, "onnx", "cpu", threads=1).open_stream(n_items, k)
+    eager_stream = load_backend(files, "eager", "cpu", threads=1).open_stream(n_items, k)
+    assert onnx_stream.step_size == max(s for s in STATEFUL_STEP_SIZES if k % s == 0)
+    x = _magnitude(n_items, 150, 6).numpy()
+    net = StatefulUNet(load_backend(files, "eager", "cpu").module, N_BINS, 48)
+    with torch.no_grad():
+        ref = net.offline(torch.from_numpy(x)).numpy()
+    for attempt in range(2):  # the second after reset()
+        got = {"onnx": [], "eager": []}
+        buffers = set()
+        for i in range(0, 150 - k + 1, k):
+            cols = np.ascontiguousarray(x[..., i : i + k])
+            for name, stream in (("onnx", onnx_stream), ("eager", eager_stream)):
+                out = stream.step(cols)
+                got[name].append(out.copy())
+                buffers.add((name, id(out)))
+        assert len(buffers) == 2  # each stream hands back its one preallocated mask buffer
+        n = len(got["onnx"]) * k
+        for name in got:
+            np.testing.assert_allclose(np.concatenate(got[name], axis=-1), ref[..., :n], rtol=0, atol=1e-4,
+                                       err_msg=name)
+        onnx_stream.reset()
+        eager_stream.reset()
+
+
+def test_the_graph_gives_a_nan_mask_for_a_step_it_does_not_hold(stateful_card):
+    session = load_backend(resolve_model(stateful_card), "onnx", "cpu").stateful_session
+    specs = session.get_inputs()[1:]
+    states = {s.name: np.zeros([1 if not isinstance(d, int) else d for d in s.shape],
+                               np.int64 if "int64" in s.type else np.float32) for s in specs}
+    states["t"][:] = 2  # K = 4 must start at a multiple of 4
+    out = session.run(None, {"magnitude": np.ones((1, 1, N_BINS, 4), np.float32), **states})
+    assert np.isnan(out[0]).all()
+    np.testing.assert_array_equal(out[1], states["t"])
+
+
+def test_cards_say_which_form_a_model_streams_in(stateful_card, tmp_path, capsys):
+    for name in ("default", "live", "live-ensemble", "live-low-delay"):  # shipped cards: window form
+        assert resolve_model(name).card.streaming == "window"
+    card = ModelCard.load(stateful_card)
+    with pytest.raises(CardError, match="single causal"):
+        card.replace(causal=False)
+    with pytest.raises(CardError, match="streaming must be"):
+        card.replace(streaming="chunked")
+    with pytest.raises(CardError, match="peak_frames"):
+        card.replace(peak_frames=0)
+    # a card that streams statefully without its graph cannot be opened by ONNX Runtime
+    bare = tmp_path / "bare.json"
+    files = resolve_model(stateful_card)
+    card.replace(files={k: str(files.path(k)) for k in ("onnx", "checkpoint")}).save(bare)
+    with pytest.raises(ModelError, match="vocex-export --stateful"):
+        load_backend(resolve_model(bare), "onnx", "cpu")
+    # the symmetric network has no stateful form
+    plain = make_model(tmp_path / "sym", seed=1)
+    assert export_main([str(plain), "-o", str(tmp_path / "out"), "--stateful"]) == 3
+    assert "causal" in capsys.readouterr().err.strip().splitlines()[-1]
