@@ -189,6 +189,12 @@ def separate(
     return vocals.reshape(audio.shape), accompaniment.reshape(audio.shape)
 
 
+def _forwarded(name: str, doc: str) -> property:
+    """A property read from and set on the stream's separator (which checks the value)."""
+    return property(lambda self: getattr(self.separator, name),
+                    lambda self, value: setattr(self.separator, name, value), doc=doc)
+
+
 class Stream:
     """A plugin-style streaming processor: made by :func:`stream`.
 
@@ -219,33 +225,12 @@ class Stream:
         ``vocex-live`` reports as its algorithmic latency for the same settings)."""
         return self.separator.latency_samples
 
-    @property
-    def mode(self) -> str:
-        """``karaoke`` (the input without its vocals) or ``vocals`` (the vocals alone)."""
-        return self.separator.mode
-
-    @mode.setter
-    def mode(self, value: str) -> None:
-        self.separator.mode = value
-
-    @property
-    def mix(self) -> float:
-        """Wet amount in [0, 1]; 0 gives the dry input (delayed by the latency)."""
-        return self.separator.mix
-
-    @mix.setter
-    def mix(self, value: float) -> None:
-        self.separator.mix = value
-
-    @property
-    def bypass(self) -> bool:
-        """True: the dry input, delayed by the latency (the model keeps running, so turning
-        bypass off is as immediate as any other change)."""
-        return self.separator.bypass
-
-    @bypass.setter
-    def bypass(self, value: bool) -> None:
-        self.separator.bypass = value
+    mode = _forwarded("mode", """``karaoke`` (the input without its vocals) or ``vocals`` (the vocals
+        alone); settable, crossfaded.""")
+    mix = _forwarded("mix", """Wet amount in [0, 1]; 0 gives the dry input (delayed by the latency);
+        settable, crossfaded.""")
+    bypass = _forwarded("bypass", """True: the dry input, delayed by the latency (the model keeps running,
+        so turning bypass off is as immediate as any other change); settable, crossfaded.""")
 
     def _check_block(self, name: str, block: object, writable: bool = False) -> NDArray[np.float32]:
         """``block`` as ``(n_samples, n_channels)`` (a view, never a copy); raises naming ``name``."""
