@@ -203,8 +203,10 @@ class Stream:
     output sample ``t`` is the result for input sample ``t - latency_samples``.  ``mode``,
     ``mix`` and ``bypass`` may be set between blocks (or from another thread); the output
     crossfades to them over ``fade_ms`` (a few milliseconds), so a change never clicks.
-    Nothing is allocated per call once a block of the largest size has been seen.  Not
-    thread-safe for ``process`` itself: one audio thread calls it.
+    Every buffer of the stream is made before the first block (one more only for a block
+    longer than any before); the model's inference, once every K hops, makes its small
+    temporaries in ONNX Runtime and NumPy.  ``process`` is called from one thread (the audio
+    thread).
 
     Attributes:
         model: the :class:`Model`.
