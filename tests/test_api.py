@@ -222,6 +222,8 @@ def test_load_gives_the_model_and_its_card(tiny_model):
     (lambda t: vocex.separate(np.zeros(100, np.float32), "44100", t), ValueError, "sample_rate"),
     (lambda t: vocex.separate(np.zeros(100, np.float32), RATE, "no-such-model"), ModelError, "model"),
     (lambda t: vocex.separate(np.zeros(100, np.float32), RATE, t, shifts=0), ValueError, "shifts"),
+    (lambda t: vocex.separate(np.zeros(100, np.float32), RATE, t, streaming=True, shifts=2), ValueError, "shifts"),
+    (lambda t: vocex.separate(np.zeros(100, np.float32), RATE, t, hop_batch=2), ValueError, "hop_batch"),
     (lambda t: vocex.stream("no-such-model"), ModelError, "model"),
     (lambda t: vocex.stream(t, -1), ValueError, "sample_rate"),
     (lambda t: vocex.stream(t, RATE, 0), ValueError, "channels"),

@@ -164,6 +164,8 @@ def separate(
     _check_finite("audio", audio)
     if streaming and (shifts is not None or high_band):
         raise ValueError("shifts and high_band are for the offline path, not streaming=True")
+    if not streaming and (hop_batch is not None or lookahead is not None):
+        raise ValueError("hop_batch and lookahead are for streaming=True")
     if block_size < 1:
         raise ValueError(f"block_size must be at least 1, got {block_size}")
     if model is None:
@@ -181,8 +183,6 @@ def separate(
     else:
         from vocex.model.separate import DEFAULT_SHIFTS, Separator
 
-        if hop_batch is not None or lookahead is not None:
-            raise ValueError("hop_batch and lookahead are for streaming=True")
         sep = Separator(m.backend, batch_size, DEFAULT_SHIFTS if shifts is None else shifts, mask_temperature,
                         high_band).separate(x, rate)
         vocals, accompaniment = sep.vocals, sep.accompaniment
