@@ -76,12 +76,18 @@ class StatefulUNet(nn.Module):
         self.unet = unet.eval()
         self.n_bins, self.peak_frames = n_bins, peak_frames
         self.widths = [layer[0].out_channels for layer in unet.encoder]  # level l has widths[l - 1]
-        # each transposed convolution split by time tap: output 2m reads taps 0, 2, 4 of
-        # inputs m, m-1, m-2; output 2m+1 taps 1, 3 of inputs m, m-1
+        # each transposed convolution by time tap: output 2m reads taps 4, 2, 0 of inputs m-2,
+        # m-1, m and output 2m+1 taps 3, 1 of inputs m-1, m.  With the three inputs stacked on
+        # the channel axis, one transposed convolution of time width 1 gives both outputs (even
+        # then odd on the channel axis) and computes nothing it drops (the 5-wide one would
+        # compute every tap of every input column, most of them for columns it crops)
         for i, layer in enumerate(unet.decoder):
-            w = layer[0].weight.detach()
-            self.register_buffer(f"even_{i}", w[..., [0, 2, 4]].contiguous(), persistent=False)
-            self.register_buffer(f"odd_{i}", w[..., [1, 3]].contiguous(), persistent=False)
+            w = layer[0].weight.detach()  # (in, out, 5, 5)
+            zero = torch.zeros_like(w[..., 0])
+            taps = [(w[..., 4], zero), (w[..., 2], w[..., 3]), (w[..., 0], w[..., 1])]  # inputs m-2, m-1, m
+            stacked = torch.cat([torch.cat([even, odd], dim=1) for even, odd in taps], dim=0)[..., None]
+            self.register_buffer(f"taps_{i}", stacked.contiguous(), persistent=False)
+            self.register_buffer(f"bias_{i}", torch.cat([layer[0].bias.detach()] * 2), persistent=False)
 
     # -- states -------------------------------------------------------------------------------
 
@@ -159,12 +165,12 @@ class StatefulUNet(nn.Module):
         """Decoder layer ``i`` on its input columns ``s`` (2 of the past, then n new): its 2 n
         output columns, activations included."""
         layer = self.unet.decoder[i]
-        bias = layer[0].bias
-        even = F.conv_transpose2d(s, getattr(self, f"even_{i}"), bias, stride=(2, 1), padding=(2, 2),
-                                  output_padding=(1, 0))
-        odd = F.conv_transpose2d(s[..., 1:], getattr(self, f"odd_{i}"), bias, stride=(2, 1), padding=(2, 1),
-                                 output_padding=(1, 0))
-        x = torch.stack([even, odd], dim=-1).flatten(-2)
+        n = s.shape[-1] - 2
+        stacked = torch.cat([s[..., :n], s[..., 1 : n + 1], s[..., 2:]], dim=1)  # inputs m-2, m-1, m
+        y = F.conv_transpose2d(stacked, getattr(self, f"taps_{i}"), getattr(self, f"bias_{i}"), stride=(2, 1),
+                               padding=(2, 0), output_padding=(1, 0))
+        out = y.shape[1] // 2
+        x = torch.stack([y[:, :out], y[:, out:]], dim=-1).flatten(-2)  # columns 2m, 2m+1, ...
         for sub in list(layer)[1:]:
             x = sub(x)
         return x
