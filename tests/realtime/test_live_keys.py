@@ -279,7 +279,7 @@ def _typed_run(server, folder, song, plan):
             "--stats-json", str(folder / "stats.json")]
     term = Terminal(args, server.env)
     try:
-        assert term.wait_for("keys: k karaoke"), term.text
+        assert term.wait_for("keys: k karaoke", timeout=90), term.text
         ins = wait_for_ports(server.name, "PortAudio:in", 2)
         outs = wait_for_ports(server.name, "PortAudio:out", 2)
         time.sleep(1.0)  # let vocex-live settle into its steady state
