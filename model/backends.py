@@ -318,14 +318,15 @@ def newest_columns(backend: Backend, magnitude: NDArray[np.float32], n: int) -> 
 
 
 def load_unet(files: ModelFiles):  # -> vocex.model.unet.UNet (torch)
-    """The eager PyTorch module of a model, in eval mode, on the CPU."""
+    """The eager PyTorch module of a model, in eval mode, on the CPU: from its checkpoint, or
+    without one (a shipped model) from its ONNX graph's weights (:mod:`vocex.model.weightsio`)."""
     import torch
 
     from vocex.model.unet import UNet
 
-    path = files.path("checkpoint")
+    path = files.path("checkpoint") or files.path("onnx")
     if path is None:
-        raise ModelError(f"{files.card_path}: the card lists no checkpoint")
+        raise ModelError(f"{files.card_path}: the card lists no checkpoint and no ONNX graph")
     card = files.card
     if card.members:
         from vocex.model.unet import UNetEnsemble
@@ -335,10 +336,15 @@ def load_unet(files: ModelFiles):  # -> vocex.model.unet.UNet (torch)
     else:
         model = UNet(card.base_channels, causal=card.causal)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".onnx":
+            from vocex.model.weightsio import state_dict_from_onnx
+
+            state = state_dict_from_onnx(path, model.state_dict())
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        raise ModelError(f"{path}: not a checkpoint of this card's U-Net ({str(exc).splitlines()[0][:200]})") from None
+    except Exception as exc:  # torch, onnx and protobuf raise their own untyped errors
+        raise ModelError(f"{path}: not the weights of this card's U-Net ({str(exc).splitlines()[0][:200]})") from None
     return model.eval()
 
 

@@ -20,6 +20,7 @@ from vocex.model.card import CHANNEL_POLICIES
 from vocex.model.cli import EXIT_MODEL, EXIT_OK, EXIT_OUTPUT, fail
 from vocex.model.files import atomic_path
 from vocex.model.backends import ModelError, ModelFiles, load_unet, resolve_model, script_unet
+from vocex.model.weightsio import share_weights
 
 PROG = "vocex-export"
 ONNX_OPSET = 17
@@ -58,12 +59,16 @@ def export_onnx(model, card, dest: Path, newest: int = 0) -> None:
 
 def export(files: ModelFiles, out_dir: Path, name: str, formats: list[str], force: bool = False,
            live: dict[str, int] | None = None, channels: str | None = None, newest: int = 0,
-           stateful: bool = False, peak_frames: int | None = None) -> Path:
+           stateful: bool = False, peak_frames: int | None = None, checkpoint: bool = True) -> Path:
     """Export ``formats`` (``onnx``, ``torchscript``) beside a copy of the checkpoint; with
     ``newest`` N and ``onnx``, also ``NAME.newest.onnx``, the live path's graph of the newest N
     mask columns (card file ``onnx_newest``); with ``stateful`` and ``onnx``, also
     ``NAME.stateful.onnx``, the stateful streaming form (card file ``onnx_stateful``, card
-    ``streaming: "stateful"``, normalised over ``peak_frames`` columns: the card's if None)."""
+    ``streaming: "stateful"``, normalised over ``peak_frames`` columns: the card's if None).
+    When the whole-window and newest-columns graphs are both written, their weights are
+    stored once, in ``NAME.weights`` beside them (card file ``weights``).  Without
+    ``checkpoint`` no ``.pt`` is written and the card lists none (what a package ships: eager
+    torch and training then read the weights from the ONNX graph)."""
     import torch
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -72,11 +77,14 @@ def export(files: ModelFiles, out_dir: Path, name: str, formats: list[str], forc
         targets["onnx"] = out_dir / f"{name}.onnx"
         if newest:
             targets["onnx_newest"] = out_dir / f"{name}.newest.onnx"
+            targets["weights"] = out_dir / f"{name}.weights"
         if stateful:
             targets["onnx_stateful"] = out_dir / f"{name}.stateful.onnx"
     if "torchscript" in formats:
         targets["torchscript"] = out_dir / f"{name}.ts"
     src = files.path("checkpoint")
+    if not checkpoint or src is None:  # nothing to copy: the weights travel in the ONNX graph
+        del targets["checkpoint"]
     existing = [p for k, p in targets.items() if p.exists() and not (k == "checkpoint" and p == src)]
     if existing and not force:
         raise FileExistsError(f"{existing[0]} exists; use --force to overwrite")
@@ -90,15 +98,19 @@ def export(files: ModelFiles, out_dir: Path, name: str, formats: list[str], forc
             raise ModelError(f"--peak-frames {peak_frames}: must be at least 1")
         card = card.replace(streaming="stateful", peak_frames=peak_frames if peak_frames is not None else card.peak_frames)
     model = load_unet(files)
-    if src != targets["checkpoint"]:
-        _atomic(targets["checkpoint"], lambda tmp: shutil.copyfile(src, tmp))
-    written = {"checkpoint": targets["checkpoint"].name}
+    written = {}
+    if "checkpoint" in targets:
+        if src != targets["checkpoint"]:
+            _atomic(targets["checkpoint"], lambda tmp: shutil.copyfile(src, tmp))
+        written["checkpoint"] = targets["checkpoint"].name
     if "onnx" in formats:
         export_onnx(model, files.card, targets["onnx"])
         written["onnx"] = targets["onnx"].name
         if newest:
             export_onnx(model, files.card, targets["onnx_newest"], newest)
             written["onnx_newest"] = targets["onnx_newest"].name
+            share_weights([targets["onnx"], targets["onnx_newest"]], targets["weights"])
+            written["weights"] = targets["weights"].name
         if stateful:
             from vocex.model.stateful import StatefulUNet, export_stateful_onnx
 
@@ -134,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stateful", action="store_true",
                    help="also write NAME.stateful.onnx, the stateful streaming form of a causal U-Net "
                         "(one step per hop batch, per-layer state); the card then streams in that form")
+    p.add_argument("--no-checkpoint", dest="checkpoint", action="store_false",
+                   help="write no .pt copy of the weights (a package's models: eager torch and vocex-train "
+                        "--init read them from the ONNX graph)")
     p.add_argument("--peak-frames", type=int, metavar="N",
                    help="with --stateful: normalise each column by the peak of the newest N columns "
                         "(default: the card's, else its context frames)")
@@ -146,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         live = {k: v for k, v in (("hop_batch", args.live_hop_batch), ("lookahead_frames", args.live_lookahead))
                 if v is not None}
         card = export(files, args.out_dir, name, args.formats or ["onnx", "torchscript"], args.force, live,
-                      args.channels, args.newest_columns, args.stateful, args.peak_frames)
+                      args.channels, args.newest_columns, args.stateful, args.peak_frames, args.checkpoint)
     except ModelError as exc:
         return fail(PROG, exc, EXIT_MODEL)
     except FileExistsError as exc:  # an existing output, or out_dir (a folder above it) is a file

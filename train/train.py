@@ -150,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-context", type=float, default=TrainConfig.random_context,
                    help="share of patches whose oldest columns are zeroed at random (live models: the "
                         "window a stream has while it fills, so the right edge is learnt with any context)")
-    p.add_argument("--init", type=Path, help="start from these weights (a model.pt of the same shape)")
+    p.add_argument("--init", type=Path,
+                   help="start from these weights: a model.pt of the same shape, or a model's .onnx graph "
+                        "(e.g. a shipped model's)")
     p.add_argument("--source-weight", dest="source_weights", type=_source_weight, action="append", default=[],
                    metavar="SOURCE=W",
                    help="draw this source's items W times as often as others' (1 by default, 0 leaves it "
@@ -229,7 +231,7 @@ def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object]) -> Path:
         if rank == 0:
             print(f"resuming {ckpt_path} at step {step}", file=sys.stderr)
     elif cfg.init is not None:
-        model.load_state_dict(torch.load(cfg.init, map_location=device, weights_only=True))
+        model.load_state_dict(_init_state(cfg.init, model))
         if rank == 0:
             print(f"starting from {cfg.init}", file=sys.stderr)
     net = torch.nn.parallel.DistributedDataParallel(run) if world > 1 else run
@@ -331,18 +333,33 @@ def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object]) -> Path:
     return final
 
 
-def _check_init(path: Path) -> str | None:
-    """Why ``--init`` cannot be used, or ``None``: it must be a plain state dict (``model.pt``)."""
+def _init_state(path: Path, model) -> dict:
+    """The state dict ``--init`` names: a ``model.pt`` state dict, or an ONNX graph's weights
+    (a shipped model's ``.onnx``; an encoder batch norm the exporter folded into its
+    convolution starts as an identity, :mod:`vocex.model.weightsio`)."""
     import torch
 
-    if not path.is_file():
-        return f"{path}: --init needs an existing weights file (a model.pt)"
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, not a torch file, pickled classes
-        return f"{path}: not loadable weights ({type(exc).__name__}; --init needs a model.pt state dict)"
+    if path.suffix == ".onnx":
+        from vocex.model.weightsio import state_dict_from_onnx
+
+        return state_dict_from_onnx(path, model.state_dict())
+    state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        return f"{path}: not a state dict of tensors (a model.pt written by vocex-train)"
+        raise ValueError("not a state dict of tensors (a model.pt written by vocex-train)")
+    return state
+
+
+def _check_init(path: Path, cfg: TrainConfig) -> str | None:
+    """Why ``--init`` cannot start this run, or ``None``."""
+    from vocex.model.unet import UNet
+
+    if not path.is_file():
+        return f"{path}: --init needs an existing weights file (a model.pt or a model's .onnx)"
+    model = UNet(cfg.base_channels, causal=cfg.causal)
+    try:
+        model.load_state_dict(_init_state(path, model))
+    except Exception as exc:  # truncated, not a torch or ONNX file, pickled classes, another shape
+        return f"{path}: not weights of this U-Net ({str(exc).splitlines()[0][:160] or type(exc).__name__})"
     return None
 
 
@@ -368,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.0 <= cfg.random_context <= 1.0:
         return fail("vocex-train", f"--random-context is a share of patches, 0 to 1; got {cfg.random_context}", EXIT_INPUT)
     if cfg.init is not None:
-        problem = _check_init(cfg.init)
+        problem = _check_init(cfg.init, cfg)
         if problem:
             return fail("vocex-train", problem, EXIT_MODEL)
     try:

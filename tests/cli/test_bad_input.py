@@ -261,7 +261,7 @@ TRAIN_CASES = {
     "random context above 1": (lambda b, t: ["--musdb-root", str(b["musdb"]), "--random-context", "1.5"], 2,
                                "share of patches, 0 to 1"),
     "truncated init": (lambda b, t: ["--musdb-root", str(b["musdb"]), "--init", str(b["truncated"])], 3,
-                       "not loadable weights"),
+                       "not weights of this U-Net"),
     "missing init": (lambda b, t: ["--musdb-root", str(b["musdb"]), "--init", str(t / "no.pt")], 3,
                      "needs an existing weights file"),
     "out under a file": (lambda b, t: ["--musdb-root", str(b["musdb"]), "--out", str(b["good"] / "run")], 2,

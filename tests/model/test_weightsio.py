@@ -45,8 +45,14 @@ def test_a_graph_that_lacks_parameters_is_refused(tmp_path):
 
 
 def test_graphs_share_one_weights_file_and_compute_what_they_did(tmp_path):
-    files = resolve_model(make_model(tmp_path / "m", newest=8))
-    whole, newest = files.path("onnx"), files.path("onnx_newest")
+    from vocex.model.export import export_onnx
+
+    files = resolve_model(make_model(tmp_path / "m"))
+    model = load_unet(files)
+    whole, newest = tmp_path / "g" / "tiny.onnx", tmp_path / "g" / "tiny.newest.onnx"
+    whole.parent.mkdir()
+    export_onnx(model, files.card, whole)
+    export_onnx(model, files.card, newest, 8)
     mag = np.random.default_rng(1).random((1, 1, 64, 64), dtype=np.float32)
     before = [_onnx_mask(g, mag) for g in (whole, newest)]
     sizes = {g: g.stat().st_size for g in (whole, newest)}

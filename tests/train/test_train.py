@@ -174,3 +174,23 @@ def _card_front_end(card):
     from vocex.model.card import FrontEnd
 
     return FrontEnd(card["sample_rate"], card["n_fft"], card["hop"], card["window"])
+
+
+def test_training_starts_from_an_onnx_graph(musdb_hq, tmp_path):
+    """A package ships ONNX graphs, no checkpoints: --init takes a model's .onnx, and export
+    without a checkpoint gives a card whose eager backend reads the weights from ONNX."""
+    import numpy as np
+
+    from vocex.model.export import export
+
+    out = tmp_path / "run"
+    assert main(["--out", str(out), "--musdb-root", str(musdb_hq), "--steps", "2", *TINY_ARGS]) == 0
+    card = export(resolve_model(out / "model.json"), tmp_path / "pkg", "m", ["onnx"], newest=8, checkpoint=False)
+    files = resolve_model(card)
+    assert set(files.card.files) == {"onnx", "onnx_newest", "weights"}
+    x = np.random.default_rng(0).random((1, 1, 64, 64), dtype=np.float32)
+    np.testing.assert_allclose(load_backend(files, "eager", "cpu")(x), load_backend(files, "onnx", "cpu")(x), atol=1e-5)
+    again = tmp_path / "again"
+    assert main(["--out", str(again), "--musdb-root", str(musdb_hq), "--steps", "1",
+                 "--init", str(files.path("onnx")), *TINY_ARGS]) == 0
+    assert json.loads((again / "model.json").read_text())["training"]["init"].endswith("m.onnx")
