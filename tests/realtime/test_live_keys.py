@@ -19,7 +19,7 @@ from vocex.realtime.jackloop import PlayRecord, wait_for_ports
 from vocex.realtime.live import KEYS_HELP, KeyControl, build_parser, keys_wanted
 from vocex.realtime.stream import FADE_MS, StreamingSeparator, streaming_settings
 from tests.conftest import TINY
-from tests.realtime.test_live_jack import (MODEL, PERIOD, RATE, SHIFTS, Unjudged, _db, _song, _stalled,  # noqa: F401
+from tests.realtime.test_live_jack import (ATTEMPTS, MODEL, PERIOD, RATE, SHIFTS, Unjudged, _db, _song, _stalled,  # noqa: F401
                                            _unglitched, jack_server)
 
 
@@ -161,7 +161,6 @@ PLAN = [(0.0, "", (0.0, 1.0), "vocals  mix 100 %", False),
 SETTLE_S = 0.3  # a segment is judged from this long after its keys to this long before the next
 MATCH_DB = 30.0  # as the karaoke test: the live output against the offline computation
 AT_ONCE_S = 0.1  # the crossfade starts within this of the key (vocex's worker and the test's clocks)
-ATTEMPTS = 3
 
 
 def _placed(plan, voc: np.ndarray, dry: np.ndarray, reach: float = 0.5, window: float = 0.1):
