@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from vocex.model.backends import ModelFiles, load_backend
-from vocex.realtime.stream import inference_times
+from vocex.realtime.timing import inference_times
 
 
 def backend_variants(files: ModelFiles) -> list[tuple[str, str, int]]:

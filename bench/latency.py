@@ -23,7 +23,8 @@ import numpy as np
 
 from vocex.model.backends import ModelFiles, load_backend
 from vocex.realtime.jackloop import JackServer, PlayRecord, wait_for_ports
-from vocex.realtime.stream import StreamingSeparator, StreamingSettings
+from vocex.realtime.settings import StreamingSettings
+from vocex.realtime.stream import StreamingSeparator
 
 
 def algorithmic(files: ModelFiles, settings: list[dict[str, int]]) -> list[dict[str, Any]]:

@@ -17,7 +17,8 @@ import numpy as np
 
 from vocex.model.backends import ModelFiles, load_backend
 from vocex.model.separate import DEFAULT_SHIFTS, Separator
-from vocex.realtime.stream import StreamingSeparator, separate_streaming, streaming_settings
+from vocex.realtime.settings import streaming_settings
+from vocex.realtime.stream import StreamingSeparator, separate_streaming
 from vocex.train.data import DataError, iter_tracks
 from vocex.train.evaluate import evaluate
 

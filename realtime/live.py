@@ -36,8 +36,9 @@ from vocex.model.backends import ModelError, default_model_path, load_backend, r
 from vocex.model.cli import (EXIT_DEVICE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, EXIT_OUTPUT,
                              add_model_arguments, fail)
 from vocex.model.files import atomic_path
-from vocex.realtime.stream import (AUTO_LOAD, MODES, StreamingSeparator, choose_hop_batch, streaming_settings,
-                                   time_inference)
+from vocex.realtime.settings import AUTO_LOAD, choose_hop_batch, streaming_settings
+from vocex.realtime.stream import MODES, StreamingSeparator
+from vocex.realtime.timing import time_inference
 
 PROG = "vocex-live"
 MIX_STEP = 0.1  # what one + or - key adds to or takes from the mix

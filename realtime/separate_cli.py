@@ -21,7 +21,6 @@ outputs are complete and match the input, so an interrupted batch resumes).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -39,7 +38,8 @@ from vocex.model.cli import (EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_M
 from vocex.model.files import atomic_path
 from vocex.model.separate import Separator
 from vocex.realtime.live import live_model_path
-from vocex.realtime.stream import StreamingSeparator, StreamingSettings, streaming_settings
+from vocex.realtime.settings import StreamingSettings, streaming_settings
+from vocex.realtime.stream import StreamingSeparator
 
 PROG = "vocex-separate"
 STEMS = ("vocals", "accompaniment")

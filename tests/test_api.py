@@ -13,7 +13,8 @@ import soundfile as sf
 import vocex
 from vocex.model.backends import ModelError
 from vocex.model.separate import Separator
-from vocex.realtime.stream import FADE_MS, StreamingSeparator, streaming_settings
+from vocex.realtime.settings import streaming_settings
+from vocex.realtime.stream import FADE_MS, StreamingSeparator
 
 from tests.conftest import TINY, tone_mix
 

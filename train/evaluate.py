@@ -210,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     streaming_info: dict[str, Any] | None = None
     offline_info: dict[str, Any] | None = None
     if args.streaming:
-        from vocex.realtime.stream import separate_streaming, streaming_settings
+        from vocex.realtime.settings import streaming_settings
+        from vocex.realtime.stream import separate_streaming
 
         try:
             settings = streaming_settings(card, args.hop_batch, args.lookahead, args.mask_temperature)

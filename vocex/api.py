@@ -103,7 +103,7 @@ def _check_finite(name: str, audio: NDArray[np.floating]) -> None:
 
 def _settings(card: ModelCard, hop_batch: int | None, lookahead: int | None, mask_temperature: float | None):
     """The card's live settings with the given ones put in; a ValueError naming them."""
-    from vocex.realtime.stream import streaming_settings
+    from vocex.realtime.settings import streaming_settings
 
     try:
         return streaming_settings(card, hop_batch, lookahead, mask_temperature)

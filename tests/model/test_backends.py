@@ -54,7 +54,7 @@ def test_shipped_model_card_is_complete():
 
 def test_low_delay_card_is_the_live_network_with_a_short_synthesis_window():
     from vocex.model.dsp import analysis_window, synthesis_support
-    from vocex.realtime.stream import streaming_settings
+    from vocex.realtime.settings import streaming_settings
 
     live, low = resolve_model("live"), resolve_model("live-low-delay")
     assert low.card.files == live.card.files  # the same weights files, no second copy

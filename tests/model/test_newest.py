@@ -13,7 +13,8 @@ torch = pytest.importorskip("torch")
 from vocex.model.backends import load_backend, newest_columns, resolve_model  # noqa: E402
 from vocex.model.export import main as export_main  # noqa: E402
 from vocex.model.unet import UNet, UNetEnsemble  # noqa: E402
-from vocex.realtime.stream import StreamingSettings, separate_streaming  # noqa: E402
+from vocex.realtime.settings import StreamingSettings  # noqa: E402
+from vocex.realtime.stream import separate_streaming  # noqa: E402
 
 
 def _random(net: torch.nn.Module, seed: int) -> torch.nn.Module:

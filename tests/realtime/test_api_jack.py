@@ -12,7 +12,8 @@ import pytest
 
 from vocex.model.backends import load_backend, resolve_model
 from vocex.realtime.jackloop import PlayRecord, wait_for_ports
-from vocex.realtime.stream import StreamingSeparator, streaming_settings
+from vocex.realtime.settings import streaming_settings
+from vocex.realtime.stream import StreamingSeparator
 from tests.realtime.test_live_jack import (JUDGED_MIN, PERIOD, RATE, _aligned_snr, _song, _unglitched,  # noqa: F401
                                            jack_server)
 from tests.test_api import python_block

@@ -11,7 +11,8 @@ import pytest
 from vocex.model.audio import load_audio
 from vocex.model.backends import load_backend, resolve_model
 from vocex.realtime.jackloop import JackServer, JackUnavailable, PlayRecord, wait_for_ports
-from vocex.realtime.stream import HOP_BATCHES, StreamingSeparator, streaming_settings
+from vocex.realtime.settings import HOP_BATCHES, streaming_settings
+from vocex.realtime.stream import StreamingSeparator
 from tests.conftest import SHARED_DATA, tone_mix
 
 pytestmark = [pytest.mark.jack, pytest.mark.slow]
@@ -276,7 +277,8 @@ import json, sys, time
 import numpy as np
 from vocex.model.backends import load_backend, resolve_model
 from vocex.realtime.live import LiveEngine, LiveStats
-from vocex.realtime.stream import StreamingSeparator, streaming_settings
+from vocex.realtime.settings import streaming_settings
+from vocex.realtime.stream import StreamingSeparator
 
 files = resolve_model("live")
 inner = load_backend(files, "onnx", "cpu", 1)

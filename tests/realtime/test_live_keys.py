@@ -17,7 +17,8 @@ import vocex
 from vocex.model.backends import load_backend, resolve_model
 from vocex.realtime.jackloop import PlayRecord, wait_for_ports
 from vocex.realtime.live import KEYS_HELP, KeyControl, build_parser, keys_wanted
-from vocex.realtime.stream import FADE_MS, StreamingSeparator, streaming_settings
+from vocex.realtime.settings import streaming_settings
+from vocex.realtime.stream import FADE_MS, StreamingSeparator
 from tests.conftest import TINY
 from tests.realtime.test_live_jack import (ATTEMPTS, MODEL, PERIOD, RATE, SHIFTS, Unjudged, _db, _song, _stalled,  # noqa: F401
                                            _unglitched, jack_server)

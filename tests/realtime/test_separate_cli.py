@@ -101,7 +101,8 @@ def test_separates_a_real_song_with_the_shipped_model(tmp_path):
 
 def test_streaming_mode_writes_the_live_computation(tiny_model, tmp_path):
     from vocex.model.backends import load_backend, resolve_model
-    from vocex.realtime.stream import StreamingSettings, separate_streaming
+    from vocex.realtime.settings import StreamingSettings
+    from vocex.realtime.stream import separate_streaming
 
     x = tone_mix(20000, 44100)
     src = _write(tmp_path / "s.wav", x, 44100, subtype="FLOAT")
@@ -118,7 +119,8 @@ def test_streaming_mode_writes_the_live_computation(tiny_model, tmp_path):
 
 def test_streaming_without_a_model_is_what_vocex_live_plays(tmp_path):
     from vocex.model.backends import load_backend, resolve_model
-    from vocex.realtime.stream import separate_streaming, streaming_settings
+    from vocex.realtime.settings import streaming_settings
+    from vocex.realtime.stream import separate_streaming
 
     x = tone_mix(24000, 48000)
     src = _write(tmp_path / "s.wav", x, 48000, subtype="FLOAT")

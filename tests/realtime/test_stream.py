@@ -3,9 +3,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vocex.realtime.stream import StreamingSeparator, StreamingSettings, reference_vocals, separate_streaming
+from vocex.realtime.settings import StreamingSettings
+from vocex.realtime.stream import StreamingSeparator, separate_streaming
 
 from tests.conftest import TINY, tone_mix
+from tests.realtime.reference import reference_vocals
 
 RATE = TINY["sample_rate"]
 
@@ -205,7 +207,7 @@ def test_downmix_policy_one_mask_for_all_channels(downmix_backend):
 
 
 def test_auto_hop_batch_takes_the_smallest_k_within_the_load_target(tiny_backend):
-    from vocex.realtime.stream import AUTO_LOAD, HOP_BATCHES, choose_hop_batch
+    from vocex.realtime.settings import AUTO_LOAD, HOP_BATCHES, choose_hop_batch
 
     card = tiny_backend.card
     hop_s = card.hop / card.sample_rate
@@ -220,7 +222,7 @@ def test_auto_hop_batch_takes_the_smallest_k_within_the_load_target(tiny_backend
 def test_time_inference_measures_the_backend(tiny_backend):
     import time
 
-    from vocex.realtime.stream import time_inference
+    from vocex.realtime.timing import time_inference
 
     class Slow:
         card = tiny_backend.card
@@ -348,7 +350,7 @@ def test_stateful_stream_latency_is_exact(stateful, K):
 
 
 def test_stateful_inference_times_step_through_a_whole_period(stateful):
-    from vocex.realtime.stream import inference_times, time_inference
+    from vocex.realtime.timing import inference_times, time_inference
 
     backend, _ = stateful
     assert len(inference_times(backend, 2, runs=5, columns=4)) == 16  # 64 / K steps

@@ -6,7 +6,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vocex.realtime.stream import StreamingSeparator, StreamingSettings
+from vocex.realtime.settings import StreamingSettings
+from vocex.realtime.stream import StreamingSeparator
 
 from tests.conftest import TINY
 

@@ -43,7 +43,7 @@ def test_causal_delayed_training_records_it_and_exports_the_same_network(musdb_h
                  *TINY_ARGS]) == 0
     card = json.loads((out / "model.json").read_text())
     assert card["causal"] is True and card["mask_delay"] == 1
-    from vocex.realtime.stream import streaming_settings
+    from vocex.realtime.settings import streaming_settings
 
     assert streaming_settings(resolve_model(out / "model.json").card).lookahead_frames == 1
     eager = load_backend(resolve_model(out / "model.json"), "eager", "cpu")
@@ -60,7 +60,7 @@ def test_causal_delayed_training_records_it_and_exports_the_same_network(musdb_h
 
 
 def test_low_delay_window_is_trained_and_recorded(musdb_hq, tmp_path, capsys):
-    from vocex.realtime.stream import StreamingSettings
+    from vocex.realtime.settings import StreamingSettings
 
     out = tmp_path / "ld"
     assert main(["--out", str(out), "--musdb-root", str(musdb_hq), "--steps", "2", "--window", "low_delay",

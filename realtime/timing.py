@@ -1,0 +1,84 @@
+"""Timing inference: the seconds of each streaming inference as the live path runs it
+(:func:`inference_times`, :func:`time_inference`, for ``--hop-batch auto``, the live warm-up
+and ``vocex-bench compute``), and :class:`TimingRing`, the running record of a stream's."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vocex.model.backends import STATEFUL_PERIOD, Backend, newest_columns
+
+
+def inference_times(backend: Backend, n_items: int, runs: int, warm_up: int = 3, columns: int = 1) -> NDArray[np.float64]:
+    """Seconds of each of ``runs`` calls on a random window of ``n_items`` network items, for
+    its newest ``columns`` mask columns (the card's ``context_frames``: the whole window),
+    after ``warm_up`` untimed calls.
+
+    A card that streams statefully is timed the way it streams: ``warm_up`` untimed, then
+    ``runs`` timed steps of ``columns`` random columns each (the hop batch K), and at least
+    one whole period of the layers' phases (64 / K steps), so every step kind is timed."""
+    card = backend.card
+    if card.streaming == "stateful":
+        stream = backend.open_stream(n_items, columns)
+        step = np.random.default_rng(0).random((n_items, 1, card.n_bins, columns), dtype=np.float32)
+        for _ in range(warm_up):
+            stream.step(step)
+        times = np.empty(max(runs, STATEFUL_PERIOD // np.gcd(columns, STATEFUL_PERIOD)))
+        for i in range(len(times)):
+            t0 = time.perf_counter()
+            stream.step(step)
+            times[i] = time.perf_counter() - t0
+        return times
+    window = np.random.default_rng(0).random((n_items, 1, card.n_bins, card.context_frames), dtype=np.float32)
+    for _ in range(warm_up):
+        newest_columns(backend, window, columns)
+    times = np.empty(runs)
+    for i in range(runs):
+        t0 = time.perf_counter()
+        newest_columns(backend, window, columns)
+        times[i] = time.perf_counter() - t0
+    return times
+
+
+def time_inference(backend: Backend, n_channels: int, runs: int = 30, percentile: float = 90,
+                   warm_up: int = 3, columns: int = 1) -> float:
+    """A percentile, in seconds, of one streaming inference (the window of ``n_channels``
+    channels, or of their downmix for a ``downmix`` card, and its newest ``columns`` mask
+    columns), after ``warm_up`` untimed calls."""
+    n_net = backend.card.network_channels(n_channels)
+    return float(np.percentile(inference_times(backend, n_net, runs, warm_up, columns), percentile))
+
+
+
+class TimingRing:
+    """The most recent ``capacity`` durations (seconds), preallocated, plus the max since the
+    last ``clear``."""
+
+    def __init__(self, capacity: int = 1 << 16) -> None:
+        self.values = np.zeros(capacity, dtype=np.float64)
+        self.clear()
+
+    def clear(self) -> None:
+        self.count = 0
+        self.max = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.values[self.count % len(self.values)] = seconds
+        self.count += 1
+        if seconds > self.max:
+            self.max = seconds
+
+    def recent(self) -> NDArray[np.float64]:
+        return self.values[: min(self.count, len(self.values))]
+
+    def summary_ms(self) -> dict[str, float]:
+        """``{p50, p99, max}`` in milliseconds (zeros before the first inference)."""
+        v = self.recent()
+        if not v.size:
+            return {"p50": 0.0, "p99": 0.0, "max": 0.0}
+        p50, p99 = np.percentile(v, [50, 99])
+        return {"p50": round(1000 * p50, 3), "p99": round(1000 * p99, 3), "max": round(1000 * self.max, 3)}
+
