@@ -23,9 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vocex.model.backends import ModelError, resolve_model
+from vocex.model.backends import resolve_model
 from vocex.model.card import CardError
-from vocex.model.cli import EXIT_DEVICE, EXIT_INPUT, EXIT_MODEL, EXIT_OK, EXIT_OUTPUT, fail
+from vocex.model.cli import console
+from vocex.model.errors import EXIT_OK, DeviceError, InputError, OutputError, raise_as
 from vocex.model.files import atomic_path
 
 PROG = "vocex-bench"
@@ -80,8 +81,8 @@ def cmd_compute(args: argparse.Namespace) -> int:
     try:
         report = compute.run(files, [int(k) for k in args.hop_batches.split(",")],
                              [int(c) for c in args.channels.split(",")], args.iterations, args.whole, args.form)
-    except CardError as exc:
-        return fail(PROG, f"--form {args.form}: {exc}", EXIT_INPUT)
+    except CardError as exc:  # the card cannot stream in the asked form: a bad --form, not a bad model
+        raise InputError(f"--form {args.form}: {exc}") from exc
     report["machine"] = _machine()
     print(compute.table(report))
     _write(args.json, report)
@@ -115,19 +116,16 @@ def cmd_latency(args: argparse.Namespace) -> int:
 
 def cmd_soak(args: argparse.Namespace) -> int:
     from vocex.bench import soak
-    from vocex.model.audio import AudioError, load_audio
+    from vocex.model.audio import load_audio
 
     missing = _jack_missing()
     if missing:
-        return fail(PROG, f"soak needs a JACK server: {missing}", EXIT_DEVICE)
-    try:
-        song = load_audio(args.song, args.samplerate)
-    except AudioError as exc:
-        return fail(PROG, exc, EXIT_INPUT)
+        raise DeviceError(f"soak needs a JACK server: {missing}")
+    song = load_audio(args.song, args.samplerate)  # AudioError: exit 2
     if song.shape[1] == 1:
         song = song.repeat(2, axis=1)
     if args.cpu_hog < 0:
-        return fail(PROG, f"--cpu-hog must be >= 0, got {args.cpu_hog}", EXIT_INPUT)
+        raise InputError(f"--cpu-hog must be >= 0, got {args.cpu_hog}")
     with soak.cpu_hogs(args.cpu_hog):
         control = soak.control(song[:, :2], args.control_minutes, args.samplerate, args.blocksize) if args.control_minutes > 0 else None
         report = soak.run(song[:, :2], args.minutes, args.model, args.samplerate, args.blocksize)
@@ -141,30 +139,26 @@ def cmd_soak(args: argparse.Namespace) -> int:
 
 def cmd_throughput(args: argparse.Namespace) -> int:
     from vocex.bench import throughput
-    from vocex.model.audio import AudioError
 
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = sorted(set(systems) - set(throughput.SYSTEMS))
     if unknown or not systems:
-        return fail(PROG, f"--systems: unknown {', '.join(unknown) or '(none given)'}; choose from "
-                    f"{', '.join(throughput.SYSTEMS)}", EXIT_INPUT)
-    try:
+        raise InputError(f"--systems: unknown {', '.join(unknown) or '(none given)'}; choose from "
+                         f"{', '.join(throughput.SYSTEMS)}")
+    with raise_as(InputError, ValueError,
+                  message=lambda _: f"--threads: expected comma-separated integers, got {args.threads!r}"):
         threads = [int(n) for n in args.threads.split(",")]
-    except ValueError:
-        return fail(PROG, f"--threads: expected comma-separated integers, got {args.threads!r}", EXIT_INPUT)
     if min(threads) < 1 or args.repeats < 1 or args.seconds <= 0:
-        return fail(PROG, "--threads and --repeats must be >= 1 and --seconds > 0", EXIT_INPUT)
+        raise InputError("--threads and --repeats must be >= 1 and --seconds > 0")
     if "vocex" in systems:
         resolve_model(args.model)  # a bad --model fails here (exit 3), not in a worker
     if args.clip is None:
         audio, clip = throughput.synthetic_clip(args.seconds), f"synthetic (vocex.bench.throughput.synthetic_clip, {args.seconds:g} s)"
     else:
-        try:
+        with raise_as(InputError, OSError):  # AudioError: exit 2 as it is
             audio = throughput.load_clip(args.clip, args.seconds)
-        except (AudioError, OSError) as exc:
-            return fail(PROG, exc, EXIT_INPUT)
         if audio.shape[0] == 0:
-            return fail(PROG, f"{args.clip}: no audio", EXIT_INPUT)
+            raise InputError(f"{args.clip}: no audio")
         clip = f"{args.clip} (first {audio.shape[0] / throughput.SAMPLE_RATE:g} s, resampled to 44.1 kHz stereo)"
     report = throughput.run(audio, systems, threads, args.repeats, args.model, clip,
                             progress=lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -176,22 +170,17 @@ def cmd_throughput(args: argparse.Namespace) -> int:
 
 def cmd_quality(args: argparse.Namespace) -> int:
     from vocex.bench import quality
-    from vocex.train.data import DataError
 
-    try:
+    with raise_as(InputError, ValueError, message=lambda exc: f"--settings: {exc}"):
         settings = quality.parse_settings(args.settings)
-    except ValueError as exc:
-        return fail(PROG, f"--settings: {exc}", EXIT_INPUT)
     streaming_files = _live_model(args.model)
     offline_files = resolve_model(args.offline_model)
     for k, lookahead in settings:
         if k + lookahead > streaming_files.card.context_frames:
-            return fail(PROG, f"--settings {k}:{lookahead}: K + L must be at most context_frames "
-                        f"({streaming_files.card.context_frames})", EXIT_INPUT)
-    try:
+            raise InputError(f"--settings {k}:{lookahead}: K + L must be at most context_frames "
+                             f"({streaming_files.card.context_frames})")
+    with raise_as(InputError, OSError):  # DataError: exit 2 as it is
         report = quality.run(args.musdb_root, args.subset, streaming_files, offline_files, settings, args.tracks)
-    except (DataError, OSError) as exc:
-        return fail(PROG, exc, EXIT_INPUT)
     report["machine"] = _machine()
     print(quality.table(report))
     _write(args.json, report)
@@ -204,19 +193,16 @@ def cmd_quality(args: argparse.Namespace) -> int:
 def cmd_memory(args: argparse.Namespace) -> int:
     from vocex.bench import memory
 
-    try:
+    with raise_as(InputError, ValueError,
+                  message=lambda _: f"--minutes: expected comma-separated numbers, got {args.minutes!r}"):
         minutes = [float(m) for m in args.minutes.split(",")]
-    except ValueError:
-        return fail(PROG, f"--minutes: expected comma-separated numbers, got {args.minutes!r}", EXIT_INPUT)
     if min(minutes) <= 0:
-        return fail(PROG, "--minutes must be positive", EXIT_INPUT)
+        raise InputError("--minutes must be positive")
     if args.model:
         resolve_model(args.model)  # a bad --model fails here (exit 3), not in the child
-    try:
+    with raise_as(OutputError, OSError):
         report = memory.run(minutes, args.model, ["--streaming"] if args.streaming else [], args.tmp_dir,
                             progress=lambda msg: print(msg, file=sys.stderr, flush=True))
-    except OSError as exc:
-        return fail(PROG, exc, EXIT_OUTPUT)
     report["machine"] = _machine()
     print(memory.table(report))
     _write(args.json, report)
@@ -306,18 +292,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@console(PROG)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.json is not None and args.json.exists() and not getattr(args, "force", False):
-        return fail(PROG, f"{args.json} exists; remove it or choose another --json", EXIT_OUTPUT)
+        raise OutputError(f"{args.json} exists; remove it or choose another --json")
     if args.json is not None and not args.json.parent.is_dir():
-        return fail(PROG, f"{args.json.parent}: folder does not exist", EXIT_OUTPUT)
-    try:
-        return args.func(args)
-    except ModelError as exc:
-        return fail(PROG, exc, EXIT_MODEL)
-    except KeyboardInterrupt:
-        return fail(PROG, "interrupted", 130)
+        raise OutputError(f"{args.json.parent}: folder does not exist")
+    return args.func(args)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,13 @@ import soundfile as sf
 import soxr
 from numpy.typing import NDArray
 
+from vocex.model.errors import InputError
 from vocex.model.files import atomic_path
 
 
-class AudioError(ValueError):
-    """An input that is not usable audio: missing, unreadable, empty, wrong shape."""
+class AudioError(InputError):
+    """An input that is not usable audio: missing, unreadable, empty, wrong shape (exit 2; a
+    ``ValueError`` as before)."""
 
 
 class AudioReader:

@@ -24,6 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vocex.model.card import CardError, ModelCard
+from vocex.model.errors import ModelError
 
 ACCELS = ("auto", "cpu", "cuda")
 STATEFUL_PERIOD = 64  # 2 ** the U-Net's six stride-2 layers: the stateful form's phase period
@@ -31,10 +32,6 @@ STATEFUL_PERIOD = 64  # 2 ** the U-Net's six stride-2 layers: the stateful form'
 # the largest that divides it.  One size: each step's weights live in its If branch (pre-packed
 # there), so every further size would copy most of the weights again
 STATEFUL_STEP_SIZES = (1,)
-
-
-class ModelError(ValueError):
-    """A model that cannot be loaded: missing, truncated or not matching its card."""
 
 
 @dataclass(frozen=True)

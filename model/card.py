@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vocex.model.dsp import check_window, default_window
+from vocex.model.errors import ModelError
 
 CARD_VERSION = 1
 # How a mono network serves multi-channel audio:
@@ -44,8 +45,9 @@ def ensemble_fields(members: list[dict[str, Any]]) -> dict[str, Any]:
         raise CardError("every ensemble member needs base_channels, causal and mask_delay") from None
 
 
-class CardError(ValueError):
-    """A model card is missing, unreadable or inconsistent."""
+class CardError(ModelError):
+    """A model card is missing, unreadable or inconsistent (a model problem, exit 3; a
+    ``ValueError`` as before)."""
 
 
 @dataclass(frozen=True)

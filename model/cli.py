@@ -1,36 +1,59 @@
-"""What every vocex command shares: exit codes, model options, one-line errors.
-
-Exit codes (documented in the README):
-    0  success
-    1  unexpected internal error (a bug: please report it with the traceback)
-    2  bad arguments or bad input (missing / unreadable / empty audio, bad data folder)
-    3  model problem (missing, truncated or mismatched model file or card)
-    4  output problem (output exists without --force, unwritable or full location)
-    5  audio device problem (unknown device, unsupported rate or channel count, server gone)
-  130  interrupted (Ctrl-C)
+"""What every vocex command shares: the console wrapper that turns errors into one line and
+the documented exit status (:mod:`vocex.model.errors` lists them), model options.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+import traceback
+from collections.abc import Callable
 
 from vocex.model.backends import ACCELS, BACKENDS
+from vocex.model.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, VocexError
 from vocex.model.separate import DEFAULT_SHIFTS
 
-EXIT_OK = 0
-EXIT_INTERNAL = 1
-EXIT_INPUT = 2
-EXIT_MODEL = 3
-EXIT_OUTPUT = 4
-EXIT_DEVICE = 5
-EXIT_INTERRUPTED = 130
+Main = Callable[[list[str] | None], int]
 
 
-def fail(prog: str, message: str, code: int) -> int:
+def fail(prog: str, message: object, code: int) -> int:
     """Print ``prog: error: message`` on one line of stderr; return ``code``."""
     print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr)
     return code
+
+
+def console(prog: str) -> Callable[[Main], Main]:
+    """Decorator for a command's ``main(argv=None) -> int``, the same for every console script:
+
+    - a :class:`vocex.model.errors.VocexError` prints ``prog: error: <message>`` on one line
+      and returns its ``exit_code``;
+    - Ctrl-C (``KeyboardInterrupt``) prints ``prog: interrupted`` (and ``; <what it says>``
+      when a command re-raises it with a word for the user) and returns 130;
+    - any other exception is a bug: its traceback, one line asking for a report, and 1.
+
+    argparse's own exits (``SystemExit``) pass through.  The wrapped ``main`` returns the
+    status, so tests call it directly; the console script's ``sys.exit(main())`` ends with it."""
+
+    def wrap(body: Main) -> Main:
+        @functools.wraps(body)
+        def main(argv: list[str] | None = None) -> int:
+            try:
+                return body(argv)
+            except VocexError as exc:
+                return fail(prog, exc, exc.exit_code)
+            except KeyboardInterrupt as exc:
+                print(f"{prog}: interrupted{f'; {exc}' if str(exc) else ''}", file=sys.stderr)
+                return EXIT_INTERRUPTED
+            except Exception as exc:
+                traceback.print_exc()
+                return fail(prog, f"internal error ({type(exc).__name__}): a bug, please report it with the "
+                            "traceback above", EXIT_INTERNAL)
+
+        main.console_prog = prog  # type: ignore[attr-defined]  # which command it ends (tests check every script)
+        return main
+
+    return wrap
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, backends: tuple[str, ...] = tuple(BACKENDS)) -> None:

@@ -17,9 +17,10 @@ import warnings
 from pathlib import Path
 
 from vocex.model.card import CHANNEL_POLICIES
-from vocex.model.cli import EXIT_MODEL, EXIT_OK, EXIT_OUTPUT, fail
+from vocex.model.cli import console
+from vocex.model.errors import EXIT_OK, ModelError, OutputError, raise_as
 from vocex.model.files import atomic_path
-from vocex.model.backends import ModelError, ModelFiles, load_unet, resolve_model, script_unet
+from vocex.model.backends import ModelFiles, load_unet, resolve_model, script_unet
 from vocex.model.weightsio import share_weights
 
 PROG = "vocex-export"
@@ -128,6 +129,13 @@ def export(files: ModelFiles, out_dir: Path, name: str, formats: list[str], forc
     return targets["card"]
 
 
+def _output_problem(exc: OSError, out_dir: Path) -> str:
+    if isinstance(exc, FileExistsError):  # an existing output, or out_dir (a folder above it) is a file
+        return f"{exc.filename}: exists and is not a folder" if exc.filename else str(exc)
+    return f"{exc.filename or out_dir}: {exc.strerror or exc}"
+
+
+@console(PROG)
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="card (.json) or checkpoint (.pt with its card beside it)")
@@ -155,19 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.newest_columns < 0:
         p.error("--newest-columns must be >= 0")
-    try:
-        files = resolve_model(args.model)
-        name = args.name or files.card_path.stem
-        live = {k: v for k, v in (("hop_batch", args.live_hop_batch), ("lookahead_frames", args.live_lookahead))
-                if v is not None}
+    files = resolve_model(args.model)
+    name = args.name or files.card_path.stem
+    live = {k: v for k, v in (("hop_batch", args.live_hop_batch), ("lookahead_frames", args.live_lookahead))
+            if v is not None}
+    with raise_as(OutputError, OSError, message=lambda exc: _output_problem(exc, args.out_dir)):
         card = export(files, args.out_dir, name, args.formats or ["onnx", "torchscript"], args.force, live,
                       args.channels, args.newest_columns, args.stateful, args.peak_frames, args.checkpoint)
-    except ModelError as exc:
-        return fail(PROG, exc, EXIT_MODEL)
-    except FileExistsError as exc:  # an existing output, or out_dir (a folder above it) is a file
-        return fail(PROG, f"{exc.filename}: exists and is not a folder" if exc.filename else exc, EXIT_OUTPUT)
-    except OSError as exc:
-        return fail(PROG, f"{exc.filename or args.out_dir}: {exc.strerror or exc}", EXIT_OUTPUT)
     print(f"wrote {card}", file=sys.stderr)
     return EXIT_OK
 

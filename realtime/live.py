@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from vocex.model.backends import ModelError, default_model_path, load_backend, resolve_model
-from vocex.model.cli import (EXIT_DEVICE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, EXIT_OUTPUT,
-                             add_model_arguments, fail)
+from vocex.model.backends import default_model_path, load_backend, resolve_model
+from vocex.model.cli import add_model_arguments, console
+from vocex.model.errors import EXIT_OK, DeviceError, InputError, OutputError, raise_as
 from vocex.model.files import atomic_path
 from vocex.realtime.settings import AUTO_LOAD, choose_hop_batch, streaming_settings
 from vocex.realtime.stream import MODES, StreamingSeparator
@@ -48,10 +48,6 @@ KEYS_HELP = """keys while it plays (in a terminal, unless --no-status):
   q  quit (as --duration ends it)
 each change crossfades over a few milliseconds and shows in the status line"""
 _ABANDONED_STREAM = False  # set when the device died under a stream that cannot be closed
-
-
-class DeviceError(RuntimeError):
-    """The audio device cannot be used as asked."""
 
 
 def live_model_path() -> Path:
@@ -552,67 +548,57 @@ def _latency_arg(value: str) -> str | float:
         raise DeviceError(f"--latency must be 'low', 'high' or seconds, got {value!r}") from None
 
 
+@console(PROG)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_devices:
-        try:
-            import sounddevice as sd
+        with raise_as(DeviceError, Exception, message=lambda exc: f"cannot list audio devices: {exc}"):
+            import sounddevice as sd  # PortAudio missing or broken: exit 5
 
             print(sd.query_devices())
-        except Exception as exc:  # PortAudio missing or broken
-            return fail(PROG, f"cannot list audio devices: {exc}", EXIT_DEVICE)
         return EXIT_OK
     if args.channels not in (1, 2):
-        return fail(PROG, "--channels must be 1 or 2", EXIT_INPUT)
+        raise InputError("--channels must be 1 or 2")
     if not 0.0 <= args.mix <= 1.0:
-        return fail(PROG, "--mix must be between 0 and 1", EXIT_INPUT)
+        raise InputError("--mix must be between 0 and 1")
     if args.stats_json is not None and not args.stats_json.parent.is_dir():
-        return fail(PROG, f"{args.stats_json.parent}: folder for --stats-json does not exist", EXIT_OUTPUT)
-    try:
-        files = resolve_model(args.model or live_model_path())
-        backend = load_backend(files, args.backend, args.accel, args.threads or 1)
-    except ModelError as exc:
-        return fail(PROG, exc, EXIT_MODEL)
+        raise OutputError(f"{args.stats_json.parent}: folder for --stats-json does not exist")
+    files = resolve_model(args.model or live_model_path())
+    backend = load_backend(files, args.backend, args.accel, args.threads or 1)
     card = files.card
     auto: dict[str, Any] = {}
-    try:
-        if args.hop_batch not in (None, "auto") and not args.hop_batch.isdigit():
-            raise ValueError(f"--hop-batch must be a whole number of hops or 'auto', got {args.hop_batch!r}")
-        # auto starts from K=1 (the least context it needs) with the card's or the given lookahead
-        hop_batch = 1 if args.hop_batch == "auto" else None if args.hop_batch is None else int(args.hop_batch)
+    if args.hop_batch not in (None, "auto") and not args.hop_batch.isdigit():
+        raise InputError(f"--hop-batch must be a whole number of hops or 'auto', got {args.hop_batch!r}")
+    # auto starts from K=1 (the least context it needs) with the card's or the given lookahead
+    hop_batch = 1 if args.hop_batch == "auto" else None if args.hop_batch is None else int(args.hop_batch)
+    with raise_as(InputError, ValueError):
         settings = streaming_settings(card, hop_batch, args.lookahead)
-    except ValueError as exc:
-        return fail(PROG, exc, EXIT_INPUT)
     if args.hop_batch == "auto":
         seconds = time_inference(backend, args.channels, columns=settings.columns_needed(card))  # at K=1
         settings = replace(settings, hop_batch=choose_hop_batch(card, seconds, settings.lookahead_frames))
         auto = {"hop_batch_auto": {"inference_ms_p90": round(1000 * seconds, 3), "target_load": AUTO_LOAD}}
         print(f"{PROG}: --hop-batch auto: inference p90 {1000 * seconds:.2f} ms -> K={settings.hop_batch}",
               file=sys.stderr)
-    try:
-        latency = _latency_arg(args.latency)
-        dev_in = resolve_device(args.input_device or args.device, "input")
-        dev_out = resolve_device(args.output_device or args.device, "output")
-        rate = args.samplerate or _device_rate(dev_out, card.sample_rate)
-        separator = StreamingSeparator(backend, args.channels, rate, settings, args.mode, args.mix,
-                                       max_block=max(4096, args.blocksize))
-        stats = LiveStats(
-            sample_rate=rate, model=str(files.card_path),
-            algorithmic_latency_ms=round(1000 * separator.latency_samples / rate, 2), device_latency_ms=0.0,
-            buffer_latency_ms=0.0,
-            hop_ms=round(1000 * card.hop / card.sample_rate, 3),
-            inference_interval_ms=round(1000 * settings.hop_batch * card.hop / card.sample_rate, 3),
-            details={"mode": args.mode, "mix": args.mix, "backend": backend.name, "device": backend.device,
-                     "channels": args.channels, "blocksize": args.blocksize, "io": args.io,
-                     "algorithmic_latency_samples": separator.latency_samples, **settings.describe(card), **auto},
-        )
-        engine = LiveEngine(separator, stats, args.blocksize, args.io, args.on_late, (dev_in, dev_out), latency,
-                            args.prefill_blocks)
-        engine.open()
-    except DeviceError as exc:
-        return fail(PROG, exc, EXIT_DEVICE)
+    latency = _latency_arg(args.latency)
+    dev_in = resolve_device(args.input_device or args.device, "input")
+    dev_out = resolve_device(args.output_device or args.device, "output")
+    rate = args.samplerate or _device_rate(dev_out, card.sample_rate)
+    separator = StreamingSeparator(backend, args.channels, rate, settings, args.mode, args.mix,
+                                   max_block=max(4096, args.blocksize))
+    stats = LiveStats(
+        sample_rate=rate, model=str(files.card_path),
+        algorithmic_latency_ms=round(1000 * separator.latency_samples / rate, 2), device_latency_ms=0.0,
+        buffer_latency_ms=0.0,
+        hop_ms=round(1000 * card.hop / card.sample_rate, 3),
+        inference_interval_ms=round(1000 * settings.hop_batch * card.hop / card.sample_rate, 3),
+        details={"mode": args.mode, "mix": args.mix, "backend": backend.name, "device": backend.device,
+                 "channels": args.channels, "blocksize": args.blocksize, "io": args.io,
+                 "algorithmic_latency_samples": separator.latency_samples, **settings.describe(card), **auto},
+    )
+    engine = LiveEngine(separator, stats, args.blocksize, args.io, args.on_late, (dev_in, dev_out), latency,
+                        args.prefill_blocks)
+    engine.open()
 
-    code = EXIT_OK
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, lambda *_: engine.stop_event.set())
     status = not args.no_status and sys.stderr.isatty()
@@ -626,10 +612,10 @@ def main(argv: list[str] | None = None) -> int:
             stats.ended_by = "key q"
     except KeyboardInterrupt:
         stats.ended_by = "ctrl-c"
-        code = EXIT_INTERRUPTED
+        raise
     except DeviceError as exc:
         stats.ended_by = f"device error: {exc}"
-        code = fail(PROG, exc, EXIT_DEVICE)
+        raise
     finally:
         if keys is not None:  # the terminal's settings come back on every way out
             keys.close()
@@ -643,11 +629,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.stats_json is not None:
             with atomic_path(args.stats_json) as tmp:
                 tmp.write_text(json.dumps(stats.to_json(), indent=2) + "\n")
-    print(f"{PROG}: {stats.seconds:.1f} s, {separator.mode}, latency {stats.total_latency_ms:.1f} ms "
-          f"(algorithmic {stats.algorithmic_latency_ms:.1f} + buffers {stats.buffer_latency_ms:.1f} + device "
-          f"{stats.device_latency_ms:.1f}), load {stats.load:.2f}, xruns {stats.xruns}, "
-          f"late blocks {stats.late_blocks}", file=sys.stderr)
-    return code
+        print(f"{PROG}: {stats.seconds:.1f} s, {separator.mode}, latency {stats.total_latency_ms:.1f} ms "
+              f"(algorithmic {stats.algorithmic_latency_ms:.1f} + buffers {stats.buffer_latency_ms:.1f} + device "
+              f"{stats.device_latency_ms:.1f}), load {stats.load:.2f}, xruns {stats.xruns}, "
+              f"late blocks {stats.late_blocks}", file=sys.stderr)
+    return EXIT_OK
 
 
 def cli() -> None:

@@ -31,10 +31,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vocex.model.audio import AudioError, AudioReader, AudioWriter, open_audio
-from vocex.model.backends import ModelError, load_backend, resolve_model
-from vocex.model.cli import (EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK,
-                             EXIT_OUTPUT, add_model_arguments, add_separation_arguments, fail,
-                             separation_conflict)
+from vocex.model.backends import load_backend, resolve_model
+from vocex.model.cli import add_model_arguments, add_separation_arguments, console, fail, separation_conflict
+from vocex.model.errors import EXIT_INPUT, EXIT_INTERNAL, EXIT_OK, InputError, OutputError, raise_as
 from vocex.model.files import atomic_path
 from vocex.model.separate import Separator
 from vocex.realtime.live import live_model_path
@@ -304,14 +303,23 @@ def separate_file(job: Job, args: argparse.Namespace, separator: Separator, back
     return True
 
 
+def _cannot_write(exc: OSError, out_dir: Path) -> str:
+    if isinstance(exc, FileExistsError):
+        return str(exc)
+    return f"cannot write to {exc.filename or out_dir}: {exc.strerror or exc}"
+
+
+@console(PROG)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     conflict = separation_conflict(args)
     if conflict:
-        return fail(PROG, conflict, EXIT_INPUT)
+        raise InputError(conflict)
     if args.streaming and args.plot:
-        return fail(PROG, "--plot needs the offline separator (drop --streaming)", EXIT_INPUT)
-    try:
+        raise InputError("--plot needs the offline separator (drop --streaming)")
+    # a bad model: ModelError, exit 3
+    with (raise_as(InputError, ValueError),
+          raise_as(OutputError, OSError, message=lambda exc: _cannot_write(exc, args.out_dir))):
         jobs, errors = _jobs(args)
         _writable(args.out_dir)
         # streaming without --model: what vocex-live plays, the shipped live model
@@ -321,16 +329,8 @@ def main(argv: list[str] | None = None) -> int:
                               high_band=True if args.high_band else None)
         settings = (streaming_settings(files.card, args.hop_batch, args.lookahead, args.mask_temperature)
                     if args.streaming else None)
-    except ModelError as exc:
-        return fail(PROG, exc, EXIT_MODEL)
-    except ValueError as exc:
-        return fail(PROG, exc, EXIT_INPUT)
-    except FileExistsError as exc:
-        return fail(PROG, exc, EXIT_OUTPUT)
-    except OSError as exc:
-        return fail(PROG, f"cannot write to {exc.filename or args.out_dir}: {exc.strerror or exc}", EXIT_OUTPUT)
 
-    for message in errors:
+    for message in errors:  # inputs that cannot be separated are reported, the others go on
         fail(PROG, message, EXIT_INPUT)
     done, skipped, failed = 0, 0, len(errors)
     for job in jobs:
@@ -344,10 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         except (AudioError, FileExistsError) as exc:
             fail(PROG, exc, EXIT_INPUT)
             failed += 1
-        except KeyboardInterrupt:
-            return fail(PROG, "interrupted", EXIT_INTERRUPTED)
-        except OSError as exc:
-            return fail(PROG, f"cannot write output: {exc.filename or ''} {exc.strerror or exc}", EXIT_OUTPUT)
+        except OSError as exc:  # the output location: no use going on
+            raise OutputError(f"cannot write output: {exc.filename or ''} {exc.strerror or exc}") from exc
         except Exception as exc:  # a failing input must not stop the batch
             fail(PROG, f"{job.src}: separation failed ({exc!r})", EXIT_INTERNAL)
             failed += 1
@@ -357,7 +355,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except Exception as exc:  # pragma: no cover - last resort, keeps the exit code documented
-        sys.exit(fail(PROG, f"internal error: {exc!r}", EXIT_INTERNAL))
+    sys.exit(main())

@@ -23,9 +23,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vocex.model.backends import ModelError, ModelFiles, load_unet, resolve_model
-from vocex.model.card import CardError, ModelCard, ensemble_fields
-from vocex.model.cli import EXIT_INPUT, EXIT_MODEL, EXIT_OK, EXIT_OUTPUT, fail
+from vocex.model.backends import ModelFiles, load_unet, resolve_model
+from vocex.model.card import ModelCard, ensemble_fields
+from vocex.model.cli import console
+from vocex.model.errors import EXIT_OK, InputError, ModelError, OutputError, raise_as
 from vocex.model.files import atomic_path
 
 PROG = "vocex-average"
@@ -85,35 +86,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@console(PROG)
 def main(argv: list[str] | None = None) -> int:
     import torch
 
     args = build_parser().parse_args(argv)
     if len(args.models) < 2:
-        return fail(PROG, "give two or more models to average", EXIT_INPUT)
+        raise InputError("give two or more models to average")
     weights, card_path = args.out / "model.pt", args.out / "model.json"
     if not args.force and (weights.exists() or card_path.exists()):
-        return fail(PROG, f"{args.out} already holds a model; use --force to overwrite", EXIT_OUTPUT)
-    try:
-        members = [resolve_model(m) for m in args.models]
-        if args.ensemble:
-            state, card = ensemble(members, args.name or "vocex-unet-ensemble")
-        else:
-            state = average(members)
-            card = members[0].card.replace(
-                name=args.name or "vocex-unet-average", scores={},
-                training={"average_of": [{"model": str(m.card_path), **m.card.training} for m in members]})
-        card = card.replace(files={"checkpoint": weights.name})
-    except (ModelError, CardError) as exc:
-        return fail(PROG, exc, EXIT_MODEL)
-    try:
+        raise OutputError(f"{args.out} already holds a model; use --force to overwrite")
+    members = [resolve_model(m) for m in args.models]  # ModelError, CardError: exit 3
+    if args.ensemble:
+        state, card = ensemble(members, args.name or "vocex-unet-ensemble")
+    else:
+        state = average(members)
+        card = members[0].card.replace(
+            name=args.name or "vocex-unet-average", scores={},
+            training={"average_of": [{"model": str(m.card_path), **m.card.training} for m in members]})
+    card = card.replace(files={"checkpoint": weights.name})
+    with raise_as(OutputError, OSError, message=lambda exc: f"cannot write to {args.out}: {exc.strerror or exc}"):
         args.out.mkdir(parents=True, exist_ok=True)
         with atomic_path(weights) as tmp:
             torch.save(state, tmp)
         with atomic_path(card_path) as tmp:
             card.save(tmp)
-    except OSError as exc:
-        return fail(PROG, f"cannot write to {args.out}: {exc.strerror or exc}", EXIT_OUTPUT)
     what = "ensemble" if args.ensemble else "mean"
     print(f"wrote {weights} and {card_path}: {what} of {len(members)} models", file=sys.stderr)
     return EXIT_OK

@@ -49,7 +49,9 @@ import soundfile as sf
 import soxr
 from numpy.typing import NDArray
 
-from vocex.model.audio import AudioError, load_audio
+from vocex.model.audio import load_audio
+from vocex.model.cli import console
+from vocex.model.errors import EXIT_OK, InputError, OutputError
 
 PROG = "vocex-data"
 SAMPLE_RATE = 44100
@@ -57,18 +59,15 @@ STEMS = ("vocals", "drums", "bass", "other")
 SOURCES = ("real", "rendered", "sung")
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
-EXIT_OK, EXIT_INPUT, EXIT_OUTPUT = 0, 2, 4
 
 Mono = NDArray[np.float32]
 Stereo = NDArray[np.float32]
 
 
-class CorpusError(ValueError):
-    """Bad arguments, missing input material or a missing system package (exit 2)."""
-
-
-class OutputError(OSError):
-    """The output folder exists or cannot be written (exit 4)."""
+class CorpusError(InputError):
+    """Bad arguments, missing input material or a missing system package (exit 2; a
+    ``ValueError`` as before).  An output folder that exists or cannot be written is an
+    :class:`vocex.model.errors.OutputError` (exit 4)."""
 
 
 @dataclass(frozen=True)
@@ -903,23 +902,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@console(PROG)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     sources = tuple(s.strip() for s in args.sources.split(",") if s.strip())
     cfg = CorpusConfig(out=args.out, shared_root=args.shared_root, sources=sources, songs=args.songs,
                        seconds=args.seconds, seed=args.seed, soundfont=args.soundfont,
                        chorale_fraction=args.chorale_fraction, force=args.force)
-    try:
-        manifest = build(cfg, progress=not args.quiet)
-    except (CorpusError, AudioError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_INPUT
-    except OutputError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_OUTPUT
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    manifest = build(cfg, progress=not args.quiet)  # CorpusError, AudioError: exit 2; OutputError: 4
     print(f"wrote {cfg.out}: {len(manifest['songs'])} songs, {manifest['total_seconds']} s "  # type: ignore[arg-type]
           f"in {manifest['build_seconds']} s", file=sys.stderr)
     return EXIT_OK

@@ -20,13 +20,14 @@ from numpy.typing import NDArray
 from vocex.model.audio import load_audio, read_audio, resample
 from vocex.model.card import FrontEnd
 from vocex.model.dsp import stft
+from vocex.model.errors import InputError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 DSD100_SUBSETS = {"train": "Dev", "test": "Test"}
 
 
-class DataError(ValueError):
-    """A data root that does not hold what was asked for."""
+class DataError(InputError):
+    """A data root that does not hold what was asked for (exit 2; a ``ValueError`` as before)."""
 
 
 @dataclass

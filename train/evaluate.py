@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from vocex.model.audio import AudioError, resample
-from vocex.model.backends import ModelError, load_backend, resolve_model
+from vocex.model.audio import resample
+from vocex.model.backends import load_backend, resolve_model
 from vocex.model.card import ModelCard
-from vocex.model.cli import (EXIT_INPUT, EXIT_MODEL, EXIT_OK, EXIT_OUTPUT, add_model_arguments,
-                             add_separation_arguments, fail, separation_conflict)
+from vocex.model.cli import add_model_arguments, add_separation_arguments, console, separation_conflict
+from vocex.model.errors import EXIT_OK, InputError, OutputError, raise_as
 from vocex.model.dsp import istft, stft
 from vocex.model.separate import Separator
 from vocex.train.data import DataError, Track, detect_layout, iter_tracks
@@ -192,20 +192,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@console(PROG)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     conflict = separation_conflict(args)
     if conflict:
-        return fail(PROG, conflict, EXIT_INPUT)
+        raise InputError(conflict)
     if args.json.exists() and not args.force:
-        return fail(PROG, f"{args.json} exists; use --force to overwrite", EXIT_OUTPUT)
+        raise OutputError(f"{args.json} exists; use --force to overwrite")
     if not args.json.parent.is_dir():
-        return fail(PROG, f"{args.json.parent}: output folder does not exist", EXIT_OUTPUT)
-    try:
-        files = resolve_model(args.model)
-        backend = load_backend(files, args.backend, args.accel, args.threads)
-    except ModelError as exc:
-        return fail(PROG, exc, EXIT_MODEL)
+        raise OutputError(f"{args.json.parent}: output folder does not exist")
+    files = resolve_model(args.model)
+    backend = load_backend(files, args.backend, args.accel, args.threads)
     card = files.card
     streaming_info: dict[str, Any] | None = None
     offline_info: dict[str, Any] | None = None
@@ -213,21 +211,17 @@ def main(argv: list[str] | None = None) -> int:
         from vocex.realtime.settings import streaming_settings
         from vocex.realtime.stream import separate_streaming
 
-        try:
+        with raise_as(InputError, ValueError):
             settings = streaming_settings(card, args.hop_batch, args.lookahead, args.mask_temperature)
-        except ValueError as exc:
-            return fail(PROG, exc, EXIT_INPUT)
         streaming_info = settings.describe(card)
 
         def estimate(track: Track) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
             vocals = separate_streaming(backend, track.mixture, track.sample_rate, settings)
             return vocals, track.mixture - vocals
     else:
-        try:
+        with raise_as(InputError, ValueError):
             separator = Separator(backend, shifts=args.shifts, temperature=args.mask_temperature,
                                   high_band=True if args.high_band else None)
-        except ValueError as exc:
-            return fail(PROG, exc, EXIT_INPUT)
         offline_info = {"shifts": separator.shifts, "mask_temperature": separator.temperature,
                         "high_band": separator.high_band}
 
@@ -235,23 +229,17 @@ def main(argv: list[str] | None = None) -> int:
             sep = separator.separate(track.mixture, track.sample_rate)
             return sep.vocals, sep.accompaniment
 
-    try:
+    with raise_as(InputError, OSError):  # DataError, AudioError: exit 2 as they are
         report = evaluate(args.musdb_root, args.subset, estimate, card, args.tracks, not args.no_baselines)
-    except (DataError, AudioError, OSError) as exc:
-        return fail(PROG, exc, EXIT_INPUT)
-    except KeyboardInterrupt:
-        return fail(PROG, "interrupted", 130)
     report = {"model": str(files.card_path), "model_name": card.name, "backend": backend.name,
               "musdb_root": str(args.musdb_root), "subset": args.subset, "streaming": streaming_info,
               "offline": offline_info, **report}
     from vocex.model.files import atomic_path
 
     print_table(report)
-    try:
+    with raise_as(OutputError, OSError, message=lambda exc: f"cannot write {args.json}: {exc.strerror or exc}"):
         with atomic_path(args.json) as tmp:
             tmp.write_text(json.dumps(report, indent=2) + "\n")
-    except OSError as exc:
-        return fail(PROG, f"cannot write {args.json}: {exc.strerror or exc}", EXIT_OUTPUT)
     print(f"wrote {args.json}", file=sys.stderr)
     return EXIT_OK
 

@@ -23,8 +23,11 @@ import numpy as np
 
 from vocex.model.card import PRESETS, CardError, FrontEnd, ModelCard
 from vocex.model.dsp import WINDOWS, default_window
-from vocex.model.cli import EXIT_INPUT, EXIT_MODEL, fail
+from vocex.model.cli import console
+from vocex.model.errors import EXIT_OK, InputError, ModelError, raise_as
 from vocex.train.data import Corpus, DataError, PatchSampler, add_musdb_like, add_shared
+
+PROG = "vocex-train"
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,7 @@ def shorten_context(mix: np.ndarray, voc: np.ndarray, share: float, keep: int,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vocex-train", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, final model)")
     p.add_argument("--musdb-root", type=Path, action="append", default=[],
                    help="MUSDB18 / MUSDB18-HQ / DSD100 folder; its training songs are used (repeatable)")
@@ -363,34 +366,38 @@ def _check_init(path: Path, cfg: TrainConfig) -> str | None:
     return None
 
 
+@console(PROG)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     options = {k: v for k, v in vars(args).items() if k not in ("musdb_root", "shared_root")}
     cfg = TrainConfig(**{**options, "source_weights": tuple(options["source_weights"])})
     for name in ("steps", "batch_size", "checkpoint_every", "val_every"):
         if getattr(cfg, name) < 1:
-            return fail("vocex-train", f"--{name.replace('_', '-')} must be at least 1", EXIT_INPUT)
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1")
     if not cfg.lr > 0 or cfg.min_lr < 0 or (cfg.minutes is not None and not cfg.minutes > 0):
-        return fail("vocex-train", "--lr and --minutes must be positive, --min-lr not negative", EXIT_INPUT)
+        raise InputError("--lr and --minutes must be positive, --min-lr not negative")
     if cfg.newest_columns < 0 or cfg.newest_lookahead < 0 or cfg.newest_columns + cfg.newest_lookahead > cfg.context_frames:
-        return fail("vocex-train", f"--newest-columns {cfg.newest_columns} and --newest-lookahead {cfg.newest_lookahead} "
-                    f"must be non-negative and fit in --context-frames {cfg.context_frames}", EXIT_INPUT)
+        raise InputError(f"--newest-columns {cfg.newest_columns} and --newest-lookahead {cfg.newest_lookahead} "
+                         f"must be non-negative and fit in --context-frames {cfg.context_frames}")
     if cfg.mask_delay and (not cfg.causal or not 0 < cfg.mask_delay < cfg.context_frames):
-        return fail("vocex-train", f"--mask-delay {cfg.mask_delay} needs --causal and must be less than "
-                    f"--context-frames {cfg.context_frames}", EXIT_INPUT)
+        raise InputError(f"--mask-delay {cfg.mask_delay} needs --causal and must be less than "
+                         f"--context-frames {cfg.context_frames}")
     if cfg.stateful and not cfg.causal:
-        return fail("vocex-train", "--stateful needs --causal (the stream steps a causal U-Net)", EXIT_INPUT)
+        raise InputError("--stateful needs --causal (the stream steps a causal U-Net)")
     if cfg.peak_frames is not None and (not cfg.stateful or cfg.peak_frames < 1):
-        return fail("vocex-train", "--peak-frames needs --stateful and must be at least 1", EXIT_INPUT)
+        raise InputError("--peak-frames needs --stateful and must be at least 1")
     if not 0.0 <= cfg.random_context <= 1.0:
-        return fail("vocex-train", f"--random-context is a share of patches, 0 to 1; got {cfg.random_context}", EXIT_INPUT)
+        raise InputError(f"--random-context is a share of patches, 0 to 1; got {cfg.random_context}")
     if cfg.init is not None:
         problem = _check_init(cfg.init, cfg)
         if problem:
-            return fail("vocex-train", problem, EXIT_MODEL)
-    try:
-        fe = cfg.front_end()
-        ModelCard.from_front_end("check", fe, n_bins=cfg.n_bins, context_frames=cfg.context_frames)
+            raise ModelError(problem)
+    with raise_as(InputError, ValueError, OSError):  # DataError: exit 2 as it is
+        try:
+            fe = cfg.front_end()
+            ModelCard.from_front_end("check", fe, n_bins=cfg.n_bins, context_frames=cfg.context_frames)
+        except CardError as exc:  # the options make no valid card: bad input, not a model file's problem
+            raise InputError(str(exc)) from exc
         shared = args.shared_root
         if not args.musdb_root and not shared:
             raise DataError("no training data: give --musdb-root and/or --shared-root")
@@ -405,9 +412,6 @@ def main(argv: list[str] | None = None) -> int:
         cfg.out.mkdir(parents=True, exist_ok=True)
         if (cfg.out / "model.pt").exists() and not (cfg.out / "checkpoint.pt").exists():
             raise DataError(f"{cfg.out} already holds a finished model.pt; choose another --out")
-    except (DataError, CardError, ValueError, OSError) as exc:
-        print(f"vocex-train: error: {exc}", file=sys.stderr)
-        return 2
     rank, _ = _distributed()
     if rank == 0:
         secs = corpus.seconds()
@@ -415,9 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         train(cfg, corpus, sources)
     except KeyboardInterrupt:
-        print("vocex-train: interrupted; checkpoint saved, run the same command to resume", file=sys.stderr)
-        return 130
-    return 0
+        raise KeyboardInterrupt("checkpoint saved, run the same command to resume") from None
+    return EXIT_OK
 
 
 if __name__ == "__main__":

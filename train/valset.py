@@ -28,8 +28,9 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from vocex.model.audio import AudioError, load_audio, read_audio, write_audio
-from vocex.model.cli import EXIT_INPUT, EXIT_OK, EXIT_OUTPUT, fail
+from vocex.model.audio import load_audio, read_audio, write_audio
+from vocex.model.cli import console
+from vocex.model.errors import EXIT_OK, InputError, OutputError, raise_as
 from vocex.train.data import (VALIDATION_SEED, DataError, HoldOut, bach10_mixtures, mir1k_clips, mir1k_singer,
                               solo_voices)
 
@@ -166,18 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@console(PROG)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.out.exists():
-        return fail(PROG, f"{args.out} exists; remove it or choose another --out", EXIT_OUTPUT)
+        raise OutputError(f"{args.out} exists; remove it or choose another --out")
     if not args.seconds > 0:
-        return fail(PROG, "--seconds must be positive", EXIT_INPUT)
-    try:
+        raise InputError("--seconds must be positive")
+    # DataError, AudioError: exit 2
+    with raise_as(OutputError, OSError, message=lambda exc: f"cannot write {args.out}: {exc.strerror or exc}"):
         manifest = build(args.shared_root, args.out, args.seconds)
-    except (DataError, AudioError) as exc:
-        return fail(PROG, exc, EXIT_INPUT)
-    except OSError as exc:
-        return fail(PROG, f"cannot write {args.out}: {exc.strerror or exc}", EXIT_OUTPUT)
     counts = {part: sum(s["part"] == part for s in manifest["songs"]) for part in PARTS}
     print(f"wrote {args.out}: " + ", ".join(f"{n} {part}" for part, n in counts.items()), file=sys.stderr)
     return EXIT_OK
