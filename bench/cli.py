@@ -69,7 +69,7 @@ def _jack_missing() -> str | None:
 
 
 def _live_model(spec: str | None):
-    from vocex.realtime.live import live_model_path
+    from vocex.realtime.settings import live_model_path
 
     return resolve_model(spec or live_model_path())
 

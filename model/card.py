@@ -25,7 +25,7 @@ CHANNEL_POLICIES = ("independent", "downmix")
 # Offline calibrations a card may set (see vocex.model.separate): the divisor of the mask's
 # logits, and whether the vocals get a high band above the model's band.
 OFFLINE_SETTINGS = ("mask_temperature", "high_band")
-# How the live path runs a model (vocex.realtime.stream.MaskStream):
+# How the live path runs a model (vocex.realtime.maskstream.MaskStream):
 #   "window":   every K hops, the network on the sliding window of the newest context_frames
 #               columns (any U-Net; the patch is normalised by its peak);
 #   "stateful": a causal U-Net stepped one column batch at a time with per-layer state

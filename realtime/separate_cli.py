@@ -36,8 +36,7 @@ from vocex.model.cli import add_model_arguments, add_separation_arguments, conso
 from vocex.model.errors import EXIT_INPUT, EXIT_INTERNAL, EXIT_OK, InputError, OutputError, raise_as
 from vocex.model.files import atomic_path
 from vocex.model.separate import Separator
-from vocex.realtime.live import live_model_path
-from vocex.realtime.settings import StreamingSettings, streaming_settings
+from vocex.realtime.settings import StreamingSettings, live_model_path, streaming_settings
 from vocex.realtime.stream import StreamingSeparator
 
 PROG = "vocex-separate"

@@ -1,16 +1,25 @@
-"""How the live path runs a model: the streaming settings (hop batch K, lookahead L, mask
-temperature, resampler quality), the card's live defaults, and the K that ``--hop-batch auto``
-chooses for a measured inference time."""
+"""How the live path runs a model: which model it plays by default, the streaming settings
+(hop batch K, lookahead L, mask temperature, resampler quality), the card's live defaults,
+and the K that ``--hop-batch auto`` chooses for a measured inference time."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from vocex.model.backends import default_model_path
 from vocex.model.card import ModelCard
 from vocex.model.dsp import check_temperature, synthesis_support
 
 RESAMPLER_QUALITY = "LQ"  # soxr: 0.5 ms (44.1 -> 48 kHz) / 10 ms (48 -> 44.1 kHz) of delay
+
+
+def live_model_path() -> Path:
+    """The shipped live model, what every streaming command plays without ``--model`` (falls
+    back to the shipped default model)."""
+    live = default_model_path().with_name("live.json")
+    return live if live.exists() else default_model_path()
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 from vocex.model.backends import Backend
 from vocex.realtime.maskstream import Fifo, MaskStream
 from vocex.realtime.settings import StreamingSettings, streaming_settings
+from vocex.realtime.timing import TimingRing, time_inference
 
 MODES = ("karaoke", "vocals")
 FADE_MS = 5.0  # a change of mode, mix or bypass crossfades over this long
@@ -217,13 +218,26 @@ class StreamingSeparator:
             lag = max(lag, i - out)
         return int(lag)
 
+    @property
+    def timings(self) -> TimingRing:
+        """How long each inference of this stream took (seconds), since :meth:`warm_up`."""
+        return self.core.timings
+
     def warm_up(self) -> None:
         """Run every stage on silence until the model has run (numba compiles, the runtime
-        allocates on its first calls), then :meth:`reset`: the first real block is not slow."""
+        allocates on its first calls), then :meth:`reset` and clear :attr:`timings`: the
+        first real block is not slow, and the timings are the stream's own."""
         core = self.core
         n = 4 * core.K * core.hop * self.sample_rate // self.card.sample_rate + 1
         self.process_block(np.zeros((n, self.n_channels), dtype=np.float32))
         self.reset()
+        core.timings.clear()
+
+    def measure_inference(self, runs: int = 30, percentile: float = 90, warm_up: int = 3) -> float:
+        """A percentile, in seconds, of one inference as this separator runs it (its channels,
+        the mask columns or the stateful step of its hop batch), timed on random input apart
+        from the stream, which it leaves as it is (:func:`vocex.realtime.timing.time_inference`)."""
+        return time_inference(self.core.backend, self.n_channels, runs, percentile, warm_up, self.core.need)
 
     def reset(self) -> None:
         """Forget all signal history; the next block starts a new stream."""

@@ -169,7 +169,7 @@ def separate(
     if block_size < 1:
         raise ValueError(f"block_size must be at least 1, got {block_size}")
     if model is None:
-        from vocex.realtime.live import live_model_path
+        from vocex.realtime.settings import live_model_path
 
         model = live_model_path() if streaming else "default"
     m = load(model, backend, accel, threads)

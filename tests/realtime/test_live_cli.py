@@ -2,7 +2,8 @@
 
 import pytest
 
-from vocex.realtime.live import LiveStats, Levels, main
+from vocex.realtime.live import main
+from vocex.realtime.stats import Levels, LiveStats
 
 
 @pytest.mark.parametrize("args,code,message", [

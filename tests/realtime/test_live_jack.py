@@ -276,7 +276,9 @@ SLOW_WORKER = r"""
 import json, sys, time
 import numpy as np
 from vocex.model.backends import load_backend, resolve_model
-from vocex.realtime.live import LiveEngine, LiveStats
+from vocex.realtime.audio_io import RtmixerIO
+from vocex.realtime.engine import LiveEngine
+from vocex.realtime.stats import LiveStats
 from vocex.realtime.settings import streaming_settings
 from vocex.realtime.stream import StreamingSeparator
 
@@ -295,11 +297,11 @@ class Slow:  # a backend slower than real time for calls 100..160, then normal a
 settings = streaming_settings(files.card)
 sep = StreamingSeparator(Slow(), 2, 48000, settings, "karaoke", 1.0, max_block=4096)
 stats = LiveStats(48000, "slow", 0.0, 0.0, 0.0, 5.33, 10.67)
-engine = LiveEngine(sep, stats, 256, device=(None, None), latency="low", prefill_blocks=4)
+engine = LiveEngine(sep, stats, RtmixerIO((None, None), 2, 48000, 256, "low"), prefill_blocks=4)
 engine.open()
 engine.run(float(sys.argv[1]), False)
 json.dump({"late_blocks": stats.late_blocks, "restarts": stats.restarts, "calls": Slow.calls,
-           "inferences": int(sep.core.timings.count), "hop_batch": settings.hop_batch}, sys.stdout)
+           "inferences": int(sep.timings.count), "hop_batch": settings.hop_batch}, sys.stdout)
 """
 
 

@@ -16,7 +16,8 @@ import pytest
 import vocex
 from vocex.model.backends import load_backend, resolve_model
 from vocex.realtime.jackloop import PlayRecord, wait_for_ports
-from vocex.realtime.live import KEYS_HELP, KeyControl, build_parser, keys_wanted
+from vocex.realtime.keys import KEYS_HELP, KeyControl, keys_wanted
+from vocex.realtime.live import build_parser
 from vocex.realtime.settings import streaming_settings
 from vocex.realtime.stream import FADE_MS, StreamingSeparator
 from tests.conftest import TINY

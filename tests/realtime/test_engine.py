@@ -1,0 +1,160 @@
+"""The live engine over a fake device I/O (no audio server): what it plays, and what it
+counts when the worker is late or the device goes away."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from vocex.model.errors import DeviceError
+from vocex.realtime.audio_io import AudioIO, CallbackIO, IOCounts, RtmixerIO
+from vocex.realtime.engine import LiveEngine
+from vocex.realtime.stats import LiveStats
+from vocex.realtime.stream import StreamingSeparator
+
+from tests.conftest import TINY, tone_mix
+
+RATE, BLOCK = TINY["sample_rate"], 64
+
+
+class _Ring:
+    """A numpy stand-in for rtmixer's RingBuffer: ``(n, n_channels)`` float32 in and out."""
+
+    def __init__(self, n_channels: int) -> None:
+        self.data = np.zeros((0, n_channels), np.float32)
+        self.lock = threading.Lock()
+
+    @property
+    def read_available(self) -> int:
+        return len(self.data)
+
+    def readinto(self, out) -> int:
+        with self.lock:
+            n = min(len(out), len(self.data))
+            out[:n] = self.data[:n]
+            self.data = self.data[n:]
+        return n
+
+    def write(self, block) -> int:
+        with self.lock:
+            self.data = np.concatenate([self.data, block])
+        return len(block)
+
+    def flush(self) -> None:
+        with self.lock:
+            self.data = self.data[:0]
+
+
+class FakeIO(AudioIO):
+    """A device that plays ``song`` in blocks on a thread of its own, in lock step with the
+    worker (it takes a block of output once the worker has answered the block before), and
+    records what it is given; ``die_after`` blocks, it goes away."""
+
+    name = "fake"
+
+    def __init__(self, song: np.ndarray, die_after: int | None = None) -> None:
+        super().__init__((None, None), song.shape[1], RATE, BLOCK)
+        self.song, self.die_after = song, die_after
+        self.played: list[np.ndarray] = []
+        self.running = False
+        self.worker_thread: dict = {}
+
+    def open(self, prefill: int, ring_size: int) -> tuple[float, float]:
+        self.prefill = prefill
+        self.ring_in, self.ring_out = _Ring(self.n_channels), _Ring(self.n_channels)
+        self.stream = self
+        return 0.001, 0.002
+
+    def _open_stream(self, **kwargs):  # pragma: no cover - open() is the fake's own
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._prefill()
+        self.running = True
+        self.thread = threading.Thread(target=self._device, daemon=True)
+        self.thread.start()
+
+    def _device(self) -> None:
+        out = np.zeros((BLOCK, self.n_channels), np.float32)
+        for i, a in enumerate(range(0, len(self.song) - BLOCK + 1, BLOCK)):
+            if self.die_after is not None and i == self.die_after:
+                self.running = False
+                return
+            self.ring_in.write(self.song[a : a + BLOCK])
+            for _ in range(20000):  # lock step: the worker has answered this block
+                if self.ring_out.read_available >= self.prefill + BLOCK or not self.running:
+                    break
+                threading.Event().wait(0.0005)
+            self.ring_out.readinto(out)
+            self.played.append(out.copy())
+            self._look_at_the_worker()
+        self.done.set()
+
+    def _look_at_the_worker(self) -> None:
+        import os
+
+        if not self.worker_thread:
+            worker = next((t for t in threading.enumerate() if t.name == "vocex-worker"), None)
+            if worker is not None and worker.native_id is not None:
+                tid = worker.native_id
+                self.worker_thread.update(policy=os.sched_getscheduler(tid), nice=os.getpriority(os.PRIO_PROCESS, tid))
+
+    @property
+    def active(self) -> bool:
+        return self.running
+
+    def xruns(self) -> int:
+        return 0
+
+    def counts(self) -> IOCounts:
+        return IOCounts(blocks=len(self.played))
+
+    def stop(self) -> IOCounts:
+        self.running = False
+        return self.counts()
+
+    def close(self) -> None:
+        self.running = False
+
+
+def _engine(tiny_backend, io: FakeIO, **kwargs) -> LiveEngine:
+    sep = StreamingSeparator(tiny_backend, io.n_channels, RATE, mode="karaoke", max_block=4096)
+    stats = LiveStats(RATE, "tiny", 0.0, 0.0, 0.0, 4.0, 4.0)
+    engine = LiveEngine(sep, stats, io, prefill_blocks=3, **kwargs)
+    io.done = engine.stop_event  # the song's end ends the run
+    engine.open()
+    return engine
+
+
+def test_the_engine_plays_the_separator_between_the_rings(tiny_backend):
+    song = tone_mix(40 * BLOCK, RATE)
+    io = FakeIO(song)
+    engine = _engine(tiny_backend, io)
+    engine.run(None, status_line=False)
+    engine.close()
+    played = np.concatenate(io.played)
+    expected = StreamingSeparator(tiny_backend, 2, RATE, mode="karaoke").process_block(song)
+    prefill = 3 * BLOCK
+    assert engine.stats.late_blocks == 0 and engine.stats.blocks == 40
+    np.testing.assert_array_equal(played[:prefill], 0.0)  # the prefill, then the stream
+    np.testing.assert_allclose(played[prefill:], expected[: len(song) - prefill], atol=1e-5)
+    assert engine.stats.details["buffer_latency_samples"] == prefill + BLOCK
+    assert engine.stats.inference_ms["p50"] > 0 and engine.stats.worker_chunks == 40
+
+
+def test_a_device_that_goes_away_is_a_device_error(tiny_backend):
+    io = FakeIO(tone_mix(400 * BLOCK, RATE), die_after=5)
+    engine = _engine(tiny_backend, io)
+    with pytest.raises(DeviceError, match="audio stream stopped"):
+        engine.run(None, status_line=False)
+    assert engine.device_lost and io.lost
+    assert "device lost" in engine.stats.details["stats_error"] and engine.stats.blocks == 5
+
+
+def test_both_device_ios_share_the_interface():
+    for cls in (RtmixerIO, CallbackIO):
+        io = cls((None, None), 2, 48000, 256, "low")
+        assert isinstance(io, AudioIO) and io.name in ("rtmixer", "callback")
+        assert io.counts() == IOCounts()
