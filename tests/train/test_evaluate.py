@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,6 +33,23 @@ def test_streaming_eval_and_existing_json(tiny_model, musdb_hq, tmp_path, capsys
     assert report["streaming"]["hop_batch"] == 2 and len(report["tracks"]) == 1
     assert main(args) == 4
     assert "exists" in capsys.readouterr().err
+
+
+def test_streaming_without_a_model_scores_the_live_model(musdb_hq, tmp_path):
+    """What vocex-live plays (and vocex-separate --streaming separates) is what is scored:
+    the shipped live model, not the offline default."""
+    from vocex.model.backends import default_model_path, resolve_model
+    from vocex.realtime.settings import live_model_path
+
+    base = ["--musdb-root", str(musdb_hq), "--no-baselines", "--tracks", "1"]
+    assert main([*base, "--json", str(tmp_path / "s.json"), "--streaming"]) == 0
+    assert main([*base, "--json", str(tmp_path / "o.json"), "--shifts", "1"]) == 0
+    streamed, offline = (json.loads((tmp_path / name).read_text()) for name in ("s.json", "o.json"))
+    live = resolve_model(live_model_path())
+    assert Path(streamed["model"]).resolve() == live.card_path.resolve()
+    assert streamed["model_name"] == live.card.name and streamed["streaming"]["hop_batch"] >= 1
+    assert Path(offline["model"]).resolve() == resolve_model(default_model_path()).card_path.resolve()
+    assert live.card.name != offline["model_name"]
 
 
 def test_bad_root(tiny_model, tmp_path, capsys):
