@@ -7,6 +7,10 @@ ring holds less than one block), it skips inference for what it is late on (kara
 the dry input, vocals mode silence; ``on_late="silence"`` silences both), counts
 ``late_blocks``, and catches up.  The main thread watches the device, polls its xruns and
 draws the status line.
+
+The worker asks for the scheduling a real-time audio program uses (SCHED_FIFO below the
+audio server's priority, else a raised nice value: :mod:`vocex.realtime.sched`) as it
+starts, and records what it got in ``stats.scheduling``.
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ import math
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 
 from vocex.model.errors import DeviceError
 from vocex.realtime.audio_io import AudioIO
+from vocex.realtime.sched import Scheduling, raise_worker_priority
 from vocex.realtime.stats import Levels, LiveStats
 from vocex.realtime.stream import StreamingSeparator
 
@@ -36,11 +42,15 @@ class LiveEngine:
             vocals mode silence) or ``silence``.
         prefill_blocks: the output ring's prefill in blocks (None: from the inference time
             measured at :meth:`open`).
+        realtime: whether the worker thread asks for real-time scheduling (False: it keeps
+            the process's).
     """
 
     def __init__(self, separator: StreamingSeparator, stats: LiveStats, io: AudioIO, on_late: str = "dry",
-                 prefill_blocks: int | None = None) -> None:
-        self.sep, self.stats, self.io, self.on_late = separator, stats, io, on_late
+                 prefill_blocks: int | None = None, realtime: bool = True) -> None:
+        self.sep, self.stats, self.io, self.on_late, self.realtime = separator, stats, io, on_late, realtime
+        self.scheduling: Scheduling | None = None  # what the worker got, once it runs
+        self.worker_ready = threading.Event()
         self.block_size = io.block_size
         self.n_ch = n_ch = separator.n_channels
         self.chunk = chunk = 1 << max(10, (4 * self.block_size - 1).bit_length())
@@ -81,8 +91,19 @@ class LiveEngine:
 
     # -- worker side -------------------------------------------------------------------------
 
+    def _schedule(self) -> None:
+        """Real-time scheduling for this thread, the worker (or not, when not asked for);
+        what it got goes into the statistics."""
+        try:
+            got = raise_worker_priority() if self.realtime else Scheduling("none", 0, "not asked for: --no-realtime")
+            self.scheduling = got
+            self.stats.scheduling = got.to_json()
+        finally:
+            self.worker_ready.set()
+
     def _worker(self) -> None:
         try:
+            self._schedule()
             io, sep, block = self.io, self.sep, self.block_size
             idle = block / sep.sample_rate / 4
             while not self.stop_event.is_set():
@@ -134,8 +155,9 @@ class LiveEngine:
 
     # -- run ---------------------------------------------------------------------------------
 
-    def run(self, duration: float | None, status_line: bool) -> None:
-        """Play until ``duration`` seconds, a stop request, Ctrl-C or a device failure."""
+    def run(self, duration: float | None, status_line: bool, started_line: Callable[[], None] | None = None) -> None:
+        """Play until ``duration`` seconds, a stop request, Ctrl-C or a device failure;
+        ``started_line()`` is called once the worker runs (its scheduling known)."""
         worker = threading.Thread(target=self._worker, name="vocex-worker", daemon=True)
         started = time.monotonic()
         self.stats.started_unix = round(time.time(), 3)
@@ -143,6 +165,9 @@ class LiveEngine:
             self.io.start()
             worker.start()
             try:
+                self.worker_ready.wait(2.0)
+                if started_line is not None:
+                    started_line()
                 while not self.stop_event.is_set():
                     if duration is not None and time.monotonic() - started >= duration:
                         break
@@ -191,5 +216,5 @@ class LiveEngine:
         line = (f"{sep.mode:<7} mix {100 * sep.mix:3.0f} %{'  BYPASS' if sep.bypass else '        '}  "
                 f"in {lin:6.1f} dBFS  out {lout:6.1f} dBFS  change {red:+5.1f} dB  load {load:4.2f}  "
                 f"latency {self.stats.total_latency_ms:5.1f} ms  xruns {self.stats.xruns}  "
-                f"late {self.stats.late_blocks}")
+                f"late {self.stats.late_blocks}  worker {self.scheduling.label() if self.scheduling else '?'}")
         print("\r" + line, end="", file=sys.stderr, flush=True)

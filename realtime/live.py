@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output ring prefill in blocks (default: from the measured inference time)")
     p.add_argument("--on-late", choices=("dry", "silence"), default="dry",
                    help="what plays while the worker is late")
+    p.add_argument("--no-realtime", action="store_true",
+                   help="leave the inference worker at normal scheduling (default: SCHED_FIFO below the audio "
+                        "server's priority where the system permits it, else a raised nice value)")
     p.add_argument("--duration", type=float, help="stop after this many seconds (exit 0)")
     p.add_argument("--stats-json", type=Path, help="write run statistics here on exit")
     p.add_argument("--no-status", action="store_true", help="no status line and no keys")
@@ -113,8 +116,13 @@ def main(argv: list[str] | None = None) -> int:
                  "algorithmic_latency_samples": separator.latency_samples, **settings.describe(card), **auto},
     )
     io = IO_KINDS[args.io]((dev_in, dev_out), args.channels, rate, args.blocksize, latency)
-    engine = LiveEngine(separator, stats, io, args.on_late, args.prefill_blocks)
+    engine = LiveEngine(separator, stats, io, args.on_late, args.prefill_blocks, realtime=not args.no_realtime)
     engine.open()
+
+    def started_line() -> None:
+        worker = engine.scheduling.describe() if engine.scheduling else "not running"
+        print(f"{PROG}: playing {separator.mode}, K={settings.hop_batch}, latency {stats.total_latency_ms:.1f} ms, "
+              f"inference worker: {worker}", file=sys.stderr)
 
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, lambda *_: engine.stop_event.set())
@@ -123,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if keys is not None and keys.start():
             print(f"{PROG}: keys: k karaoke, v vocals, +/- mix, b bypass, q quit", file=sys.stderr)
-        engine.run(args.duration, status)
+        engine.run(args.duration, status, started_line)
         stats.ended_by = "duration" if args.duration is not None and not engine.error else "signal"
         if keys is not None and keys.quit:
             stats.ended_by = "key q"

@@ -30,11 +30,18 @@ class Scheduling:
     value: int
     reason: str = ""
 
+    def label(self) -> str:
+        """What it got, in a word or two (the status line)."""
+        return {"fifo": f"SCHED_FIFO {self.value}", "rr": f"SCHED_RR {self.value}",
+                "nice": f"nice {self.value}", "none": "normal scheduling"}[self.kind]
+
     def describe(self) -> str:
-        """One short line for stats and the status line."""
-        got = {"fifo": f"SCHED_FIFO {self.value}", "rr": f"SCHED_RR {self.value}",
-               "nice": f"nice {self.value}", "none": "normal scheduling"}[self.kind]
-        return f"{got} ({self.reason})" if self.reason else got
+        """One short line for stats and the start-up line: what it got, and why not better."""
+        return f"{self.label()} ({self.reason})" if self.reason else self.label()
+
+    def to_json(self) -> dict[str, object]:
+        """The ``scheduling`` entry of ``vocex-live --stats-json``."""
+        return {"kind": self.kind, "value": self.value, "reason": self.reason, "text": self.describe()}
 
 
 def raise_worker_priority(tid: int | None = None, policy: str = "fifo", rt_priority: int = DEFAULT_RT_PRIORITY,

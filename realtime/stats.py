@@ -32,6 +32,8 @@ class LiveStats:
     started_unix: float = 0.0
     xrun_times_s: list[float] = field(default_factory=list)
     ended_by: str = "duration"
+    # what the inference worker thread got (vocex.realtime.sched.Scheduling.to_json)
+    scheduling: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
 
     @property

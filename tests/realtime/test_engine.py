@@ -3,6 +3,7 @@ counts when the worker is late or the device goes away."""
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from vocex.model.errors import DeviceError
 from vocex.realtime.audio_io import AudioIO, CallbackIO, IOCounts, RtmixerIO
 from vocex.realtime.engine import LiveEngine
+from vocex.realtime.sched import DEFAULT_RT_PRIORITY
 from vocex.realtime.stats import LiveStats
 from vocex.realtime.stream import StreamingSeparator
 
@@ -93,13 +95,12 @@ class FakeIO(AudioIO):
         self.done.set()
 
     def _look_at_the_worker(self) -> None:
-        import os
-
         if not self.worker_thread:
             worker = next((t for t in threading.enumerate() if t.name == "vocex-worker"), None)
             if worker is not None and worker.native_id is not None:
                 tid = worker.native_id
-                self.worker_thread.update(policy=os.sched_getscheduler(tid), nice=os.getpriority(os.PRIO_PROCESS, tid))
+                self.worker_thread.update(policy=os.sched_getscheduler(tid), nice=os.getpriority(os.PRIO_PROCESS, tid),
+                                          priority=os.sched_getparam(tid).sched_priority)
 
     @property
     def active(self) -> bool:
@@ -158,3 +159,50 @@ def test_both_device_ios_share_the_interface():
         io = cls((None, None), 2, 48000, 256, "low")
         assert isinstance(io, AudioIO) and io.name in ("rtmixer", "callback")
         assert io.counts() == IOCounts()
+
+
+def _scheduled_run(tiny_backend, capsys, **kwargs):
+    io = FakeIO(tone_mix(20 * BLOCK, RATE))
+    engine = _engine(tiny_backend, io, **kwargs)
+    main_thread = threading.get_native_id()
+    before = os.sched_getscheduler(main_thread), os.getpriority(os.PRIO_PROCESS, main_thread)
+    announced = []
+    engine.run(None, status_line=False, started_line=lambda: announced.append(engine.scheduling))
+    engine.close()
+    # only the worker thread changed
+    assert (os.sched_getscheduler(main_thread), os.getpriority(os.PRIO_PROCESS, main_thread)) == before
+    assert announced == [engine.scheduling] and engine.scheduling is not None  # known when the run starts
+    got = engine.stats.scheduling
+    assert engine.stats.to_json()["scheduling"] == got == engine.scheduling.to_json()
+    engine._print_status()
+    assert f"worker {engine.scheduling.label()}" in capsys.readouterr().err
+    return got, io.worker_thread, before
+
+
+def test_the_worker_gets_real_time_scheduling_and_says_so(tiny_backend, capsys):
+    got, worker, (main_policy, main_nice) = _scheduled_run(tiny_backend, capsys)
+    if got["kind"] == "fifo":  # permitted here (root, CAP_SYS_NICE or an rtprio limit)
+        assert worker["policy"] == os.SCHED_FIFO and worker["priority"] == got["value"]
+        assert 1 <= got["value"] <= DEFAULT_RT_PRIORITY and got["text"] == f"SCHED_FIFO {got['value']}"
+    elif got["kind"] == "nice":  # refused: the next best thing, and why
+        assert worker["policy"] == main_policy and worker["nice"] == got["value"] < main_nice
+        assert "SCHED_FIFO refused" in got["reason"]
+    else:
+        assert got["kind"] == "none" and "refused" in got["reason"] and worker["nice"] == main_nice
+
+
+def test_a_refused_real_time_policy_is_reported_with_its_fallback(tiny_backend, capsys, monkeypatch):
+    def refuse(*args):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    got, worker, (main_policy, main_nice) = _scheduled_run(tiny_backend, capsys)
+    assert worker["policy"] == main_policy and "SCHED_FIFO refused" in got["reason"] in got["text"]
+    assert got["kind"] in ("nice", "none") and (got["kind"] == "none" or worker["nice"] == got["value"])
+
+
+def test_no_realtime_leaves_the_worker_alone(tiny_backend, capsys):
+    got, worker, (main_policy, main_nice) = _scheduled_run(tiny_backend, capsys, realtime=False)
+    assert got == {"kind": "none", "value": 0, "reason": "not asked for: --no-realtime",
+                   "text": "normal scheduling (not asked for: --no-realtime)"}
+    assert worker["policy"] == main_policy and worker["nice"] == main_nice

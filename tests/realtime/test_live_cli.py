@@ -23,7 +23,7 @@ def test_stats_document_fields():
     s = LiveStats(48000, "m.json", 42.6, 10.0, 32.0, 5.33, 10.67, inference_ms={"p50": 2.0, "p99": 4.0, "max": 5.0})
     d = s.to_json()
     for key in ("xruns", "late_blocks", "blocks", "inference_ms", "hop_ms", "load", "algorithmic_latency_ms",
-                "device_latency_ms", "sample_rate", "model"):
+                "device_latency_ms", "sample_rate", "model", "scheduling"):
         assert key in d
     assert d["load"] == pytest.approx(4.0 / 10.67, abs=1e-3)
     assert d["total_latency_ms"] == pytest.approx(84.6)
