@@ -31,10 +31,10 @@ from vocex.realtime.audio_io import IO_KINDS
 from vocex.realtime.devices import device_rate, latency_setting, list_devices, resolve_device
 from vocex.realtime.engine import LiveEngine
 from vocex.realtime.keys import KEYS_HELP, KeyControl, keys_wanted
-from vocex.realtime.settings import AUTO_LOAD, choose_hop_batch, live_model_path, streaming_settings
+from vocex.realtime.settings import live_model_path, streaming_settings
 from vocex.realtime.stats import LiveStats
 from vocex.realtime.stream import MODES, StreamingSeparator
-from vocex.realtime.timing import time_inference
+from vocex.realtime.timing import auto_hop_batch
 
 PROG = "vocex-live"
 
@@ -94,11 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     with raise_as(InputError, ValueError):
         settings = streaming_settings(card, hop_batch, args.lookahead)
     if args.hop_batch == "auto":
-        seconds = time_inference(backend, args.channels, columns=settings.columns_needed(card))  # at K=1
-        settings = replace(settings, hop_batch=choose_hop_batch(card, seconds, settings.lookahead_frames))
-        auto = {"hop_batch_auto": {"inference_ms_p90": round(1000 * seconds, 3), "target_load": AUTO_LOAD}}
-        print(f"{PROG}: --hop-batch auto: inference p90 {1000 * seconds:.2f} ms -> K={settings.hop_batch}",
-              file=sys.stderr)
+        k, measured = auto_hop_batch(backend, args.channels, settings)
+        settings = replace(settings, hop_batch=k)
+        auto = {"hop_batch_auto": measured}
+        what = (f"inference p90 {measured['inference_ms_p90']:.2f} ms" if "inference_ms_p90" in measured else
+                "slowest step " + ", ".join(f"{ms:.2f} ms at K={kk}" for kk, ms in measured["slowest_step_ms"].items()))
+        print(f"{PROG}: --hop-batch auto: {what} -> K={k}", file=sys.stderr)
     latency = latency_setting(args.latency)
     dev_in = resolve_device(args.input_device or args.device, "input")
     dev_out = resolve_device(args.output_device or args.device, "output")

@@ -4,6 +4,7 @@ and the K that ``--hop-batch auto`` chooses for a measured inference time."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,14 +82,17 @@ HOP_BATCHES = (1, 2, 4, 8)  # the K that --hop-batch auto chooses from
 AUTO_LOAD = 0.5  # the share of the time between inferences that auto K leaves to inference
 
 
-def choose_hop_batch(card: ModelCard, inference_seconds: float, lookahead: int = 0,
+def choose_hop_batch(card: ModelCard, inference_seconds: float | Callable[[int], float], lookahead: int = 0,
                      target_load: float = AUTO_LOAD) -> int:
-    """The smallest K of :data:`HOP_BATCHES` (least latency) at which one inference of
-    ``inference_seconds`` takes at most ``target_load`` of the K hops it has to keep up with;
-    the largest K that fits the context when none does."""
+    """The smallest K of :data:`HOP_BATCHES` (least latency) at which one inference takes at
+    most ``target_load`` of the K hops it has to keep up with; the largest K that fits when
+    none does.  ``inference_seconds``: one inference's time at any K, or a function giving it
+    at a K (called for each K tried, the smallest first).  A window card's K + ``lookahead``
+    must fit its context; a stateful card has no window to fit."""
     hop_seconds = card.hop / card.sample_rate
-    fits = [k for k in HOP_BATCHES if k + lookahead <= card.context_frames] or [1]
-    return next((k for k in fits if inference_seconds <= target_load * k * hop_seconds), fits[-1])
+    fits = [k for k in HOP_BATCHES if card.streaming == "stateful" or k + lookahead <= card.context_frames] or [1]
+    seconds_at = inference_seconds if callable(inference_seconds) else lambda k: inference_seconds
+    return next((k for k in fits if seconds_at(k) <= target_load * k * hop_seconds), fits[-1])
 
 
 

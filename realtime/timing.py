@@ -1,15 +1,18 @@
 """Timing inference: the seconds of each streaming inference as the live path runs it
-(:func:`inference_times`, :func:`time_inference`, for ``--hop-batch auto``, the live warm-up
-and ``vocex-bench compute``), and :class:`TimingRing`, the running record of a stream's."""
+(:func:`inference_times`, :func:`time_inference`, for the live warm-up and ``vocex-bench
+compute``), the hop batch ``--hop-batch auto`` chooses from them (:func:`auto_hop_batch`),
+and :class:`TimingRing`, the running record of a stream's."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from vocex.model.backends import STATEFUL_PERIOD, Backend, newest_columns
+from vocex.realtime.settings import AUTO_LOAD, StreamingSettings, choose_hop_batch
 
 
 def inference_times(backend: Backend, n_items: int, runs: int, warm_up: int = 3, columns: int = 1) -> NDArray[np.float64]:
@@ -50,6 +53,42 @@ def time_inference(backend: Backend, n_channels: int, runs: int = 30, percentile
     columns), after ``warm_up`` untimed calls."""
     n_net = backend.card.network_channels(n_channels)
     return float(np.percentile(inference_times(backend, n_net, runs, warm_up, columns), percentile))
+
+
+def slowest_step(backend: Backend, n_items: int, hop_batch: int, periods: int = 3, warm_up: int = 3) -> float:
+    """Seconds of the slowest step of a stateful stream of ``n_items`` network items at hop
+    batch K: a step's cost depends on its place in the period of the layers' phases (the
+    deepest, once every 64 hops, computes a new column in every layer), so each of the 64 / K
+    step kinds of a period is timed ``periods`` times, and the largest of their medians is
+    returned (a median per kind: one preempted call does not count as the kind's cost)."""
+    period = STATEFUL_PERIOD // int(np.gcd(hop_batch, STATEFUL_PERIOD))
+    times = inference_times(backend, n_items, periods * period, warm_up, hop_batch)
+    return float(np.median(times.reshape(periods, period), axis=0).max())
+
+
+def auto_hop_batch(backend: Backend, n_channels: int, settings: StreamingSettings,
+                   target_load: float = AUTO_LOAD) -> tuple[int, dict[str, Any]]:
+    """The hop batch K of ``--hop-batch auto`` for ``settings`` (its lookahead; its K is 1),
+    and what was measured to choose it (for the statistics).
+
+    A window card's inference costs about the same at every K: the 90th percentile of one at
+    K=1 (its newest mask columns) decides (:func:`choose_hop_batch`).  A stateful card's step
+    costs more at a larger K, and most at the deepest step of a period, so each K is timed
+    from the smallest up by its slowest step (:func:`slowest_step`) until one fits."""
+    card = backend.card
+    if card.streaming == "stateful":
+        slowest: dict[str, float] = {}
+
+        def seconds_at(k: int) -> float:
+            slowest[str(k)] = slowest_step(backend, card.network_channels(n_channels), k)
+            return slowest[str(k)]
+
+        k = choose_hop_batch(card, seconds_at, settings.lookahead_frames, target_load)
+        return k, {"slowest_step_ms": {kk: round(1000 * s, 3) for kk, s in slowest.items()},
+                   "target_load": target_load}
+    seconds = time_inference(backend, n_channels, columns=settings.columns_needed(card))
+    k = choose_hop_batch(card, seconds, settings.lookahead_frames, target_load)
+    return k, {"inference_ms_p90": round(1000 * seconds, 3), "target_load": target_load}
 
 
 

@@ -238,7 +238,8 @@ def test_impulse_arrives_after_the_reported_latency(jack_server, tmp_path):
     stats = json.loads((tmp_path / "stats.json").read_text())
     reported = stats["details"]["algorithmic_latency_samples"] + stats["details"]["buffer_latency_samples"]
     auto = stats["details"]["hop_batch_auto"]
-    assert stats["details"]["hop_batch"] in HOP_BATCHES and auto["inference_ms_p90"] > 0, stats["details"]
+    measured = auto.get("inference_ms_p90") or min(auto["slowest_step_ms"].values())  # window or stateful card
+    assert stats["details"]["hop_batch"] in HOP_BATCHES and measured > 0, stats["details"]
     for h in hits:
         arrival = h + int(np.argmax(np.abs(rec.audio[h : h + RATE // 2, 0])))
         assert abs((arrival - h) - reported) <= PERIOD, (arrival - h, reported)

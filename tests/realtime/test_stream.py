@@ -357,3 +357,14 @@ def test_stateful_inference_times_step_through_a_whole_period(stateful):
     assert len(inference_times(backend, 1, runs=100, columns=1)) == 100
     assert time_inference(backend, 2, runs=5, columns=2) > 0
     assert StreamingSettings(4, backend.card.mask_delay).columns_needed(backend.card) == 4
+
+
+def test_auto_hop_batch_of_a_stateful_model_times_its_steps_k_by_k(stateful):
+    from vocex.realtime.settings import HOP_BATCHES
+    from vocex.realtime.timing import auto_hop_batch
+
+    backend, _ = stateful
+    k, measured = auto_hop_batch(backend, 2, StreamingSettings(1, backend.card.mask_delay))
+    tried = [str(x) for x in HOP_BATCHES[: HOP_BATCHES.index(k) + 1]]
+    assert list(measured["slowest_step_ms"]) == tried and min(measured["slowest_step_ms"].values()) > 0
+    StreamingSeparator(backend, 2, RATE, StreamingSettings(k, backend.card.mask_delay))  # a K it streams at
