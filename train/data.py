@@ -281,8 +281,8 @@ class HoldOut:
 
         trained = {mir1k_singer(p) for p in _audio_files(root / "pairs" / "mir1k")}
         singers = [mir1k_singer(p) for p in _audio_files(root / "pairs" / "mir1k-full")]
-        languages = [gtsinger_group(p) for p in _audio_files(root / "voice" / "gtsinger")  # one singer each
-                     if _GTSINGER_LANGUAGE.match(p.stem)]
+        # two-letter groups: the languages (one singer each) and ``en`` (the EN-* clips)
+        languages = [g for g in (gtsinger_group(p) for p in _audio_files(root / "voice" / "gtsinger")) if len(g) == 2]
         excerpts = [bach10_excerpt(p) for p in _audio_files(root / "instrumental" / "bach10-ass" / "Mixtures", True)]
         return cls(
             mir1k_singers=draw([s for s in singers if s not in trained], MIR1K_HELD_SINGERS),
