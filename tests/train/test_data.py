@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from vocex.model.card import FrontEnd
-from vocex.train.data import Corpus, DataError, PatchSampler, add_musdb_like, add_shared, detect_layout, iter_tracks
+from vocex.train.data import (Corpus, DataError, HoldOut, PatchSampler, add_musdb_like, add_shared, detect_layout,
+                              iter_tracks, mir1k_clips)
 from tests.conftest import SHARED_DATA, needs_shared_data
 
 FE = FrontEnd(8000, 128, 32, "sqrt_hann")
@@ -81,8 +82,14 @@ def test_split_is_deterministic_and_disjoint(musdb_hq):
 def test_shared_material_reader_skips_test_songs():
     corpus = Corpus(8192)
     counts = add_shared(corpus, SHARED_DATA)
-    assert counts["mir1k"] == 5 and counts["musdb18hq-mini/train"] == 1
+    held = HoldOut.of(SHARED_DATA)
+    # every MIR-1K clip once (pairs/mir1k's five are among pairs/mir1k-full's), the held-out singers' left out
+    assert counts["mir1k"] == len(mir1k_clips(SHARED_DATA, held)) and counts["mir1k"] > 500
+    assert counts["musdb18hq-mini/train"] == 1
     assert counts["musdb-train-excerpt-8k"] >= 50 and counts["voice"] >= 5 and counts["instrumental"] >= 5
+    assert counts["ssvd"] >= 100 and counts["gtsinger"] >= 50 and counts["bach10"] >= 20
     names = " ".join(n for n, _ in corpus.vocals + corpus.accompaniments)
+    for singer in held.mir1k_singers:
+        assert f"mir1k/{singer}_" not in names
     for test_song in ("AM Contra", "Al James", "Angels In Amplifiers"):
         assert test_song not in names
