@@ -47,6 +47,21 @@ def make_model(folder: Path, name: str = "tiny", seed: int = 0, newest: int = 0,
     return export(resolve_model(raw / "model.json"), folder, name, ["onnx", "torchscript"], newest=newest)
 
 
+def randomised(net, seed: int):  # torch.nn.Module -> the same module, in eval mode
+    """``net`` with seeded random weights and non-trivial batch-norm statistics."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2, generator=gen)
+                m.running_var.uniform_(0.5, 2.0, generator=gen)
+    return net.eval()
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     return make_model(tmp_path_factory.mktemp("tiny-model"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import make_model, tone_mix
+from tests.conftest import make_model, randomised, tone_mix
 
 torch = pytest.importorskip("torch")
 
@@ -17,22 +17,12 @@ from vocex.realtime.settings import StreamingSettings  # noqa: E402
 from vocex.realtime.stream import separate_streaming  # noqa: E402
 
 
-def _random(net: torch.nn.Module, seed: int) -> torch.nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2, generator=gen)
-                m.running_var.uniform_(0.5, 2.0, generator=gen)
-    return net.eval()
 
 
 NETS = {
-    "symmetric": lambda: _random(UNet(2), 1),
-    "causal": lambda: _random(UNet(2, causal=True), 2),
-    "ensemble": lambda: UNetEnsemble([_random(UNet(2), 3), _random(UNet(2, causal=True), 4)], [0, 1]),
+    "symmetric": lambda: randomised(UNet(2), 1),
+    "causal": lambda: randomised(UNet(2, causal=True), 2),
+    "ensemble": lambda: UNetEnsemble([randomised(UNet(2), 3), randomised(UNet(2, causal=True), 4)], [0, 1]),
 }
 
 
@@ -50,7 +40,7 @@ def test_newest_columns_equal_the_whole_forward(kind):
 
 def test_newest_columns_compute_less_of_the_decoder():
     """Every decoder layer's transposed convolution sees only a few columns of its input."""
-    net, seen = _random(UNet(2), 5), []
+    net, seen = randomised(UNet(2), 5), []
     hooks = [layer[0].register_forward_hook(lambda m, i, o: seen.append(i[0].shape[-1])) for layer in net.decoder]
     with torch.no_grad():
         net.newest(torch.rand(1, 1, 64, 128), 8)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import make_model
+from tests.conftest import make_model, randomised
 
 torch = pytest.importorskip("torch")
 
@@ -21,16 +21,7 @@ N_BINS = 64
 
 
 def _random_causal(seed: int, base: int = 2) -> UNet:
-    gen = torch.Generator().manual_seed(seed)
-    net = UNet(base, causal=True)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2, generator=gen)
-                m.running_var.uniform_(0.5, 2.0, generator=gen)
-    return net.eval()
+    return randomised(UNet(base, causal=True), seed)
 
 
 def _magnitude(batch: int, n_frames: int, seed: int) -> torch.Tensor:
