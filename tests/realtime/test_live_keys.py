@@ -76,7 +76,7 @@ def test_keys_only_with_status_and_a_terminal_on_stdin():
         with open(slave, closefd=False) as tty, open(r, closefd=False) as pipe:
             assert keys_wanted(False, tty)  # a terminal (not this process's controlling one)
             assert not keys_wanted(True, tty)  # --no-status
-            assert not keys_wanted(False, pipe)  # stdin not a terminal: today's behaviour
+            assert not keys_wanted(False, pipe)  # stdin not a terminal: no keys, as before
     finally:
         for fd in (master, slave, r, w):
             os.close(fd)
