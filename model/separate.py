@@ -72,12 +72,6 @@ def patch_weights(context_frames: int) -> NDArray[np.float32]:
     return (1.0 - np.abs(centre - 1.0)).astype(np.float32)
 
 
-def patch_starts(n_frames: int, context_frames: int, offset: int) -> list[int]:
-    """Starts of back-to-back patches covering frames ``0 .. n_frames - 1``, the first at
-    ``-offset`` (``0 <= offset < context_frames``; the frames before 0 are zeros)."""
-    return list(range(-offset, n_frames, context_frames))
-
-
 def mask_patches(
     backend: Backend, patches: NDArray[np.float32], weights: NDArray[np.float32], batch_size: int = 8,
     temperature: float = 1.0,
@@ -110,39 +104,6 @@ def delayed_patch_weights(card: ModelCard) -> NDArray[np.float32]:
     return w
 
 
-def weighted_mask(
-    backend: Backend,
-    magnitude: NDArray[np.float32],
-    offset: int,
-    batch_size: int = 8,
-    temperature: float = 1.0,
-) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """The backend's masks of one pass's patches over a whole magnitude, softened
-    (:func:`soften`), each times :func:`delayed_patch_weights` (what :class:`SeparationStream`
-    computes block by block).
-
-    Args:
-        magnitude: ``(n_channels, n_bins, n_frames)`` float32, ``n_bins`` the card's.
-        offset: the first patch starts ``offset`` frames before frame 0.
-    Returns:
-        ``(weighted_mask, weights)``: ``(n_channels, n_bins, n_frames)`` and ``(n_frames,)``;
-        ``weighted_mask / weights`` is the pass's mask, in [0, 1].
-
-    A card's ``mask_delay`` D (frame f's mask in column f + D) is undone here: the magnitude
-    gets D silent frames at its end and every mask moves D frames back.
-    """
-    ctx, delay = backend.card.context_frames, backend.card.mask_delay
-    n_channels, n_bins, n_frames = magnitude.shape
-    starts = patch_starts(n_frames + delay, ctx, offset)
-    padded = np.zeros((n_channels, n_bins, len(starts) * ctx), dtype=np.float32)
-    padded[:, :, offset : offset + n_frames] = magnitude
-    w = delayed_patch_weights(backend.card)
-    weighted = mask_patches(backend, padded, w, batch_size, temperature)
-    weights = np.tile(w, len(starts))
-    return (np.ascontiguousarray(weighted[:, :, offset + delay : offset + delay + n_frames]),
-            np.ascontiguousarray(weights[offset + delay : offset + delay + n_frames]))
-
-
 def network_magnitude(spec: NDArray[np.complex64], card: ModelCard) -> NDArray[np.float32]:
     """What the network sees of a mixture STFT ``(n_channels, n_freqs, n_frames)``:
     ``(n_channels, n_bins, n_frames)`` magnitudes, or ``(1, n_bins, n_frames)`` of the channels'
@@ -158,7 +119,7 @@ def vocal_share(
 ) -> NDArray[np.float64]:
     """The vocal share of each frame's magnitude (summed over channels) from ``from_hz`` to
     the top of the model's band, times the frame's weight: ``(n_frames,)`` from one pass's
-    :func:`weighted_mask` output and the magnitude it masked."""
+    weighted mask (:func:`mask_patches`) and the magnitude it masked."""
     lo = int(np.ceil(from_hz * card.n_fft / card.sample_rate))
     top = magnitude[:, lo:]
     return (weighted[:, lo:] * top).sum(axis=(0, 1)) / np.maximum(top.sum(axis=(0, 1)), 1e-8)

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from tests.conftest import tone_mix
+from tests.model.reference import weighted_mask
 from vocex.model.audio import resample
 from vocex.model.dsp import extend_mask, istft, soften, stft
 from vocex.model.card import CardError
-from vocex.model.separate import HIGH_BAND_FROM_HZ, Separator, network_magnitude, patch_weights, weighted_mask
+from vocex.model.separate import HIGH_BAND_FROM_HZ, Separator, network_magnitude, patch_weights
 
 RATE = 8000  # the tiny card's rate: no resampling in these tests
 
