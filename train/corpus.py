@@ -52,6 +52,7 @@ from numpy.typing import NDArray
 from vocex.model.audio import load_audio
 from vocex.model.cli import console
 from vocex.model.errors import EXIT_OK, InputError, OutputError
+from vocex.train.data import rms
 
 PROG = "vocex-data"
 SAMPLE_RATE = 44100
@@ -107,12 +108,12 @@ class Pools:
     accompaniment_weights: list[float] = field(default_factory=list)
 
     def add_vocal(self, name: str, audio: Mono, weight: float = 1.0) -> None:
-        if _rms(audio) > 1e-3:  # the near-silent excerpts carry nothing
+        if rms(audio) > 1e-3:  # the near-silent excerpts carry nothing
             self.vocals.append((name, np.ascontiguousarray(audio, dtype=np.float32)))
             self.vocal_weights.append(weight)
 
     def add_accompaniment(self, name: str, stems: dict[str, Stereo], weight: float = 1.0) -> None:
-        if max(_rms(a) for a in stems.values()) > 1e-3:
+        if max(rms(a) for a in stems.values()) > 1e-3:
             self.accompaniments.append((name, stems))
             self.accompaniment_weights.append(weight)
 
@@ -172,10 +173,6 @@ def load_pools(shared_root: Path, need_accompaniment: bool) -> Pools:
 
 
 # --------------------------------------------------------------------------- augmentation
-
-
-def _rms(x: NDArray[np.float32]) -> float:
-    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
 
 
 def _normalised(weights: list[float]) -> NDArray[np.float64]:
@@ -294,8 +291,8 @@ def vocal_line(pools: Pools, n: int, rng: np.random.Generator) -> tuple[Stereo, 
         semitones = rng.uniform(-3, 3)
         source = int(phrase * 2 ** (semitones / 12)) + 64
         segment = pitch_time(_fit(clip, source, rng), semitones)[: min(phrase, n - pos)]
-        if _rms(segment) > 1e-3:
-            segment = segment * (0.1 / _rms(segment)) * _db(rng, -3, 3)  # phrase dynamics
+        if rms(segment) > 1e-3:
+            segment = segment * (0.1 / rms(segment)) * _db(rng, -3, 3)  # phrase dynamics
             out[pos : pos + len(segment)] += _fade(segment, int(0.02 * SAMPLE_RATE))
             used.append(name)
         pos += len(segment) + int(rng.uniform(0.3, 3.0) * SAMPLE_RATE)
@@ -739,8 +736,8 @@ def sung_line(tune: list[Note], bpm: float, n: int, rng: np.random.Generator, wo
         if pos >= n or rng.random() < 0.15:
             continue
         segment = sing_phrase(phrase, bpm, singer, rng, workdir, transpose)[: n - pos]
-        if _rms(segment) > 1e-4:
-            segment = segment * (0.1 / _rms(segment)) * _db(rng, -3, 3)
+        if rms(segment) > 1e-4:
+            segment = segment * (0.1 / rms(segment)) * _db(rng, -3, 3)
             out[pos : pos + len(segment)] += _fade(segment, int(0.01 * SAMPLE_RATE))
     return vocal_bus(out, rng, 0.3), [singer.describe()]
 
@@ -753,8 +750,8 @@ def _mixdown(vocals: Stereo, accompaniment: dict[str, Stereo], rng: np.random.Ge
     random loudness, quantise every stem to PCM16 so the mixture is their exact sum."""
     acc = sum(accompaniment.values())
     active = np.abs(vocals).max(axis=1) > 1e-4
-    v_rms = _rms(vocals[active]) if active.any() else 0.0
-    a_rms = _rms(acc[active]) if active.any() else _rms(acc)
+    v_rms = rms(vocals[active]) if active.any() else 0.0
+    a_rms = rms(acc[active]) if active.any() else rms(acc)
     stems = dict(accompaniment)
     if v_rms > 0 and a_rms > 0:
         vocals = vocals * (_db(rng, -8, 2) * a_rms / v_rms)

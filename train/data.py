@@ -382,8 +382,9 @@ def source_of(name: str) -> str:
     return name.split("/", 1)[0] if "/" in name else ""
 
 
-def _rms(x: NDArray[np.float32]) -> float:
-    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+def rms(x: NDArray[np.float32]) -> float:
+    """Root mean square of all of ``x`` (computed in float64); 0 for an empty array."""
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
 
 
 class PatchSampler:
@@ -467,7 +468,7 @@ class PatchSampler:
         else:
             vocals = self._crop(c.vocals[self._pick("vocals")][1])
             accomp = self._crop(c.accompaniments[self._pick("accompaniments")][1])
-            v_rms, a_rms = _rms(vocals), _rms(accomp)
+            v_rms, a_rms = rms(vocals), rms(accomp)
             if v_rms > 1e-4 and a_rms > 1e-4:
                 ratio = 10 ** (self.rng.uniform(*self.var_db) / 20)
                 vocals = vocals * (ratio * a_rms / v_rms)

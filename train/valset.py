@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 from vocex.model.audio import load_audio, read_audio, write_audio
 from vocex.model.cli import console
 from vocex.model.errors import EXIT_OK, InputError, OutputError, raise_as
-from vocex.train.data import (VALIDATION_SEED, DataError, HoldOut, bach10_mixtures, mir1k_clips, mir1k_singer,
+from vocex.train.data import (VALIDATION_SEED, DataError, HoldOut, bach10_mixtures, mir1k_clips, mir1k_singer, rms,
                               solo_voices)
 
 PROG = "vocex-valset"
@@ -40,10 +40,6 @@ SOLO_RATE = 44100
 SOLO_SONGS = 6
 MIR1K_SONGS_PER_SINGER = 2
 SOLO_RATIO_DB = (-6.0, 0.0)
-
-
-def _rms(x: NDArray[np.float32]) -> float:
-    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
 
 
 def _write_song(out: Path, name: str, mixture: NDArray[np.float32], vocals: NDArray[np.float32], rate: int) -> None:
@@ -79,14 +75,14 @@ def mir1k_songs(shared: Path, out: Path, held: HoldOut, seconds: float) -> list[
                 if audio.shape[1] != 2:
                     raise DataError(f"{path}: MIR-1K clips are stereo (accompaniment left, singing right)")
                 parts.append(audio)
-                used.append(path.stem)
+                used.append(path.relative_to(shared).as_posix())
             if not parts:
                 break
             both = np.concatenate(parts)
             accompaniment, vocals = both[:, :1], both[:, 1:2]
             name = f"mir1k - {singer} {k + 1}"
             _write_song(out, name, accompaniment + vocals, np.ascontiguousarray(vocals), rate)
-            songs.append({"name": name, "part": "mir1k", "from": [f"pairs/mir1k-full/{u}" for u in used]})
+            songs.append({"name": name, "part": "mir1k", "from": used})
     return songs
 
 
@@ -122,7 +118,7 @@ def solo_songs(shared: Path, out: Path, held: HoldOut, seconds: float, rng: np.r
             accompaniment = np.concatenate([accompaniment, accompaniment])
         accompaniment = accompaniment[:n]
         ratio_db = float(rng.uniform(*SOLO_RATIO_DB))
-        vocals *= 10 ** (ratio_db / 20) * _rms(accompaniment) / max(_rms(vocals), 1e-6)
+        vocals *= 10 ** (ratio_db / 20) * rms(accompaniment) / max(rms(vocals), 1e-6)
         peak = max(float(np.abs(vocals + accompaniment).max()), 1e-6)
         scale = min(1.0, 0.9 / peak)
         vocals, accompaniment = vocals * scale, accompaniment * scale
