@@ -77,9 +77,9 @@ def share_weights(graphs: list[Path], weights: Path) -> None:
 
     from vocex.model.files import atomic_path
 
-    models = [onnx.load(str(g), load_external_data=True) for g in graphs]
     if any(Path(g).parent != Path(weights).parent for g in graphs):
         raise ValueError("the graphs and their weights file must share one folder")
+    models = [onnx.load(str(g), load_external_data=True) for g in graphs]
     offsets: dict[tuple[int, tuple[int, ...], bytes], tuple[int, int]] = {}
     blob = bytearray()
     for model in models:
@@ -96,9 +96,9 @@ def share_weights(graphs: list[Path], weights: Path) -> None:
             for field in ("float_data", "int32_data", "int64_data", "double_data"):
                 tensor.ClearField(field)
             del tensor.external_data[:]
-            for key, value in (("location", Path(weights).name), ("offset", str(offset)), ("length", str(length))):
+            for field, value in (("location", Path(weights).name), ("offset", str(offset)), ("length", str(length))):
                 entry = tensor.external_data.add()
-                entry.key, entry.value = key, value
+                entry.key, entry.value = field, value
             tensor.data_location = onnx.TensorProto.EXTERNAL
     with atomic_path(Path(weights)) as tmp:
         tmp.write_bytes(bytes(blob))
