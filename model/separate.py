@@ -131,7 +131,6 @@ def frame_centres(n_frames: int, card: ModelCard, delay: int = 0) -> NDArray[np.
     return np.arange(n_frames) * card.hop + card.hop - card.n_fft / 2 - delay
 
 
-
 class Separator:
     """Separation with one backend in ``shifts`` blended passes (see the module doc).
 

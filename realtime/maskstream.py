@@ -38,7 +38,6 @@ def _overlap_add(acc: np.ndarray, frames: np.ndarray, synth: np.ndarray, hop: in
                 acc[c, i] = 0.0
 
 
-
 class Fifo:
     """Fixed-capacity FIFO of ``(n_channels, capacity)`` float32 (no allocation after init)."""
 

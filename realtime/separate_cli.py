@@ -36,7 +36,7 @@ from vocex.model.cli import add_model_arguments, add_separation_arguments, conso
 from vocex.model.errors import EXIT_INPUT, EXIT_INTERNAL, EXIT_OK, InputError, OutputError, raise_as
 from vocex.model.files import atomic_path
 from vocex.model.separate import Separator
-from vocex.realtime.settings import StreamingSettings, live_model_path, streaming_settings
+from vocex.realtime.settings import StreamingSettings, model_for, streaming_settings
 from vocex.realtime.stream import StreamingSeparator
 
 PROG = "vocex-separate"
@@ -321,8 +321,7 @@ def main(argv: list[str] | None = None) -> int:
           raise_as(OutputError, OSError, message=lambda exc: _cannot_write(exc, args.out_dir))):
         jobs, errors = _jobs(args)
         _writable(args.out_dir)
-        # streaming without --model: what vocex-live plays, the shipped live model
-        files = resolve_model(args.model or (live_model_path() if args.streaming else None))
+        files = resolve_model(model_for(args.model, args.streaming))
         backend = load_backend(files, args.backend, args.accel, args.threads)
         separator = Separator(backend, args.batch_size, args.shifts, args.mask_temperature,
                               high_band=True if args.high_band else None)

@@ -23,6 +23,14 @@ def live_model_path() -> Path:
     return live if live.exists() else default_model_path()
 
 
+def model_for(spec: str | Path | None, streaming: bool) -> str | Path:
+    """The model a command or API call uses: ``spec`` when given, else the shipped live model
+    when it streams (what ``vocex-live`` plays) and the shipped default model when it does not."""
+    if spec is not None:
+        return spec
+    return live_model_path() if streaming else default_model_path()
+
+
 @dataclass(frozen=True)
 class StreamingSettings:
     """How the live path uses a model: an inference every ``hop_batch`` (K) hops, whose newest
@@ -93,7 +101,6 @@ def choose_hop_batch(card: ModelCard, inference_seconds: float | Callable[[int],
     fits = [k for k in HOP_BATCHES if card.streaming == "stateful" or k + lookahead <= card.context_frames] or [1]
     seconds_at = inference_seconds if callable(inference_seconds) else lambda k: inference_seconds
     return next((k for k in fits if seconds_at(k) <= target_load * k * hop_seconds), fits[-1])
-
 
 
 def streaming_settings(card: ModelCard, hop_batch: int | None = None, lookahead: int | None = None,

@@ -24,24 +24,25 @@ def inference_times(backend: Backend, n_items: int, runs: int, warm_up: int = 3,
     ``runs`` timed steps of ``columns`` random columns each (the hop batch K), and at least
     one whole period of the layers' phases (64 / K steps), so every step kind is timed."""
     card = backend.card
+    rng = np.random.default_rng(0)
     if card.streaming == "stateful":
         stream = backend.open_stream(n_items, columns)
-        step = np.random.default_rng(0).random((n_items, 1, card.n_bins, columns), dtype=np.float32)
-        for _ in range(warm_up):
+        step = rng.random((n_items, 1, card.n_bins, columns), dtype=np.float32)
+        runs = max(runs, STATEFUL_PERIOD // int(np.gcd(columns, STATEFUL_PERIOD)))
+
+        def call() -> None:
             stream.step(step)
-        times = np.empty(max(runs, STATEFUL_PERIOD // np.gcd(columns, STATEFUL_PERIOD)))
-        for i in range(len(times)):
-            t0 = time.perf_counter()
-            stream.step(step)
-            times[i] = time.perf_counter() - t0
-        return times
-    window = np.random.default_rng(0).random((n_items, 1, card.n_bins, card.context_frames), dtype=np.float32)
+    else:
+        window = rng.random((n_items, 1, card.n_bins, card.context_frames), dtype=np.float32)
+
+        def call() -> None:
+            newest_columns(backend, window, columns)
     for _ in range(warm_up):
-        newest_columns(backend, window, columns)
+        call()
     times = np.empty(runs)
     for i in range(runs):
         t0 = time.perf_counter()
-        newest_columns(backend, window, columns)
+        call()
         times[i] = time.perf_counter() - t0
     return times
 
@@ -89,7 +90,6 @@ def auto_hop_batch(backend: Backend, n_channels: int, settings: StreamingSetting
     seconds = time_inference(backend, n_channels, columns=settings.columns_needed(card))
     k = choose_hop_batch(card, seconds, settings.lookahead_frames, target_load)
     return k, {"inference_ms_p90": round(1000 * seconds, 3), "target_load": target_load}
-
 
 
 class TimingRing:

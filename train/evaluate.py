@@ -202,12 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         raise OutputError(f"{args.json} exists; use --force to overwrite")
     if not args.json.parent.is_dir():
         raise OutputError(f"{args.json.parent}: output folder does not exist")
-    model = args.model
-    if model is None and args.streaming:  # what vocex-live plays, as vocex-separate --streaming does
-        from vocex.realtime.settings import live_model_path
+    from vocex.realtime.settings import model_for
 
-        model = live_model_path()
-    files = resolve_model(model)
+    files = resolve_model(model_for(args.model, args.streaming))
     backend = load_backend(files, args.backend, args.accel, args.threads)
     card = files.card
     streaming_info: dict[str, Any] | None = None

@@ -168,11 +168,9 @@ def separate(
         raise ValueError("hop_batch and lookahead are for streaming=True")
     if block_size < 1:
         raise ValueError(f"block_size must be at least 1, got {block_size}")
-    if model is None:
-        from vocex.realtime.settings import live_model_path
+    from vocex.realtime.settings import model_for
 
-        model = live_model_path() if streaming else "default"
-    m = load(model, backend, accel, threads)
+    m = load(model_for(model, streaming), backend, accel, threads)
     x = np.ascontiguousarray(audio.reshape(len(audio), -1), dtype=np.float32)  # (n, C)
     if streaming:
         from vocex.realtime.stream import separate_streaming

@@ -17,8 +17,6 @@ from vocex.realtime.settings import StreamingSettings  # noqa: E402
 from vocex.realtime.stream import separate_streaming  # noqa: E402
 
 
-
-
 NETS = {
     "symmetric": lambda: randomised(UNet(2), 1),
     "causal": lambda: randomised(UNet(2, causal=True), 2),

@@ -266,7 +266,6 @@ def test_a_delayed_card_streams_each_frame_with_its_own_mask(tiny_backend, K, D)
         StreamingSeparator(delayed, 1, RATE, StreamingSettings(K, D - 1))
 
 
-
 @pytest.fixture(scope="module", params=[0, 1], ids=["delay0", "delay1"])
 def stateful(tmp_path_factory, request):
     """A tiny causal model that streams in the stateful form, mask delay 0 or 1: its ONNX
