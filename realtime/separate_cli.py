@@ -37,7 +37,7 @@ from vocex.model.errors import EXIT_INPUT, EXIT_INTERNAL, EXIT_OK, InputError, O
 from vocex.model.files import atomic_path
 from vocex.model.separate import Separator
 from vocex.realtime.settings import StreamingSettings, model_for, streaming_settings
-from vocex.realtime.stream import StreamingSeparator
+from vocex.realtime.stream import AlignedStream
 
 PROG = "vocex-separate"
 STEMS = ("vocals", "accompaniment")
@@ -191,42 +191,6 @@ def _remove_stale_temporaries(job: Job, plot: bool) -> None:
             stale.unlink(missing_ok=True)
 
 
-class LiveFileStream:
-    """The live separator (:class:`StreamingSeparator`) over a file in blocks, its output
-    shifted back by its latency: ``push``/``finish``/``picture`` like
-    :class:`~vocex.model.separate.SeparationStream` (no picture)."""
-
-    def __init__(self, backend, n_channels: int, sample_rate: int, settings: StreamingSettings,
-                 block_size: int) -> None:
-        self._sep = StreamingSeparator(backend, n_channels, sample_rate, settings, mode="vocals",
-                                       max_block=max(block_size, 1))
-        self._block = max(block_size, 1)
-        self._skip = self._sep.latency_samples
-        self._input = np.zeros((0, n_channels), np.float32)
-        self.n_channels = n_channels
-
-    def push(self, block: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-        out = np.empty_like(block)
-        for a in range(0, block.shape[0], self._block):
-            self._sep.process_block(block[a : a + self._block], out[a : a + self._block])
-        self._input = np.concatenate([self._input, block])
-        return self._pair(out)
-
-    def finish(self) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-        return self._pair(self._sep.flush())
-
-    def picture(self) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-        empty = np.zeros((self.n_channels, 0, 0), np.float32)
-        return empty, empty
-
-    def _pair(self, out: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-        drop = min(self._skip, out.shape[0])
-        self._skip -= drop
-        vocals = out[drop : drop + self._input.shape[0]]
-        audio, self._input = self._input[: vocals.shape[0]], self._input[vocals.shape[0] :]
-        return vocals, audio - vocals
-
-
 def _progress_bar(name: str, enabled: bool):
     from tqdm import tqdm
 
@@ -265,7 +229,7 @@ def separate_file(job: Job, args: argparse.Namespace, separator: Separator, back
         try:
             _remove_stale_temporaries(job, args.plot)
             bar, update = _progress_bar(job.src.name, not args.no_progress)
-            stream = (LiveFileStream(backend, n_channels, rate, settings, args.block_size) if settings is not None
+            stream = (AlignedStream(backend, n_channels, rate, settings, args.block_size) if settings is not None
                       else separator.stream(rate, n_channels, reader.n_samples, update,
                                             picture=PICTURE_FRAMES if args.plot else 0))
             block = separator.block_size(rate, n_channels)

@@ -325,11 +325,43 @@ def separate_streaming(
         ``(n_samples, n_channels)`` float32 vocal estimate (what ``vocex-live --mode vocals``
         plays, shifted back by ``latency_samples``).
     """
-    sep = StreamingSeparator(backend, audio.shape[1], sample_rate, settings, mode="vocals",
-                             max_block=max(block_size, 1))
-    out = np.empty((audio.shape[0] + sep.latency_samples, audio.shape[1]), dtype=np.float32)
-    for a in range(0, audio.shape[0], block_size):
-        b = min(a + block_size, audio.shape[0])
-        sep.process_block(audio[a:b], out[a:b])
-    out[audio.shape[0] :] = sep.flush()
-    return out[sep.latency_samples :]
+    stream = AlignedStream(backend, audio.shape[1], sample_rate, settings, block_size)
+    return np.concatenate([stream.push(audio)[0], stream.finish()[0]])
+
+
+class AlignedStream:
+    """The live separator (:class:`StreamingSeparator`, vocals mode) over a signal given in
+    blocks, its output shifted back by its latency: ``push``/``finish``/``picture`` like
+    :class:`~vocex.model.separate.SeparationStream` (no picture).  :meth:`push` takes the next
+    ``(n, n_channels)`` float32 block at ``sample_rate`` and returns ``(vocals,
+    accompaniment)`` of the input samples now final; :meth:`finish` the rest."""
+
+    def __init__(self, backend: Backend, n_channels: int, sample_rate: int, settings: StreamingSettings | None,
+                 block_size: int) -> None:
+        self._sep = StreamingSeparator(backend, n_channels, sample_rate, settings, mode="vocals",
+                                       max_block=max(block_size, 1))
+        self._block = max(block_size, 1)
+        self._skip = self._sep.latency_samples
+        self._input = np.zeros((0, n_channels), np.float32)
+        self.n_channels = n_channels
+
+    def push(self, block: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        out = np.empty_like(block)
+        for a in range(0, block.shape[0], self._block):
+            self._sep.process_block(block[a : a + self._block], out[a : a + self._block])
+        self._input = np.concatenate([self._input, block])
+        return self._pair(out)
+
+    def finish(self) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        return self._pair(self._sep.flush())
+
+    def picture(self) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        empty = np.zeros((self.n_channels, 0, 0), np.float32)
+        return empty, empty
+
+    def _pair(self, out: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        drop = min(self._skip, out.shape[0])
+        self._skip -= drop
+        vocals = out[drop : drop + self._input.shape[0]]
+        audio, self._input = self._input[: vocals.shape[0]], self._input[vocals.shape[0] :]
+        return vocals, audio - vocals
