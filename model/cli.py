@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Callable
 
 from vocex.model.backends import ACCELS, BACKENDS
-from vocex.model.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, VocexError
+from vocex.model.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, InputError, VocexError
 from vocex.model.separate import DEFAULT_SHIFTS
 
 Main = Callable[[list[str] | None], int]
@@ -69,7 +69,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, backends: tuple[str, ..
 def add_separation_arguments(parser: argparse.ArgumentParser, streaming_help: str) -> None:
     """The separator options that ``vocex-separate`` and ``vocex-eval`` share: ``--streaming``
     with its hop batch and lookahead, the offline ``--shifts`` and ``--high-band``, and
-    ``--mask-temperature`` for both paths.  :func:`separation_conflict` checks them."""
+    ``--mask-temperature`` for both paths.  :func:`check_separation_options` checks them."""
     parser.add_argument("--streaming", action="store_true", help=streaming_help)
     parser.add_argument("--hop-batch", type=int, help="streaming: hops per inference K (default: the model card's)")
     parser.add_argument("--lookahead", type=int, help="streaming: lookahead frames L (default: the model card's)")
@@ -84,8 +84,8 @@ def add_separation_arguments(parser: argparse.ArgumentParser, streaming_help: st
                              "(brighter vocals; helps when the highs are mostly voice, hurts with bright cymbals)")
 
 
-def separation_conflict(args: argparse.Namespace) -> str | None:
-    """Why the options of :func:`add_separation_arguments` cannot go together, or ``None``."""
+def check_separation_options(args: argparse.Namespace) -> None:
+    """Raise :class:`~vocex.model.errors.InputError` if the options of
+    :func:`add_separation_arguments` cannot go together."""
     if args.high_band and args.streaming:
-        return "--high-band is for the offline path, not --streaming"
-    return None
+        raise InputError("--high-band is for the offline path, not --streaming")

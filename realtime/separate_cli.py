@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 
 from vocex.model.audio import AudioError, AudioReader, AudioWriter, open_audio
 from vocex.model.backends import load_backend, resolve_model
-from vocex.model.cli import add_model_arguments, add_separation_arguments, console, fail, separation_conflict
+from vocex.model.cli import add_model_arguments, add_separation_arguments, console, fail, check_separation_options
 from vocex.model.errors import EXIT_INPUT, EXIT_INTERNAL, EXIT_OK, InputError, OutputError, raise_as
 from vocex.model.files import atomic_path
 from vocex.model.separate import Separator
@@ -275,9 +275,7 @@ def _cannot_write(exc: OSError, out_dir: Path) -> str:
 @console(PROG)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    conflict = separation_conflict(args)
-    if conflict:
-        raise InputError(conflict)
+    check_separation_options(args)
     if args.streaming and args.plot:
         raise InputError("--plot needs the offline separator (drop --streaming)")
     # a bad model: ModelError, exit 3

@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 from vocex.model.audio import resample
 from vocex.model.backends import load_backend, resolve_model
 from vocex.model.card import ModelCard
-from vocex.model.cli import add_model_arguments, add_separation_arguments, console, separation_conflict
+from vocex.model.cli import add_model_arguments, add_separation_arguments, console, check_separation_options
 from vocex.model.errors import EXIT_OK, InputError, OutputError, raise_as
 from vocex.model.dsp import istft, stft
 from vocex.model.separate import Separator
@@ -195,9 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
 @console(PROG)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    conflict = separation_conflict(args)
-    if conflict:
-        raise InputError(conflict)
+    check_separation_options(args)
     if args.json.exists() and not args.force:
         raise OutputError(f"{args.json} exists; use --force to overwrite")
     if not args.json.parent.is_dir():
