@@ -81,6 +81,7 @@ class CorpusConfig:
     seed: int = 0
     soundfont: Path = SOUNDFONT
     chorale_fraction: float = 0.5
+    game_music: bool = False
     force: bool = False
 
 
@@ -846,12 +847,21 @@ def build(cfg: CorpusConfig, progress: bool = True) -> dict[str, object]:
     for s in cfg.sources:
         if s not in SOURCES:
             raise CorpusError(f"unknown source {s!r}; choose from {','.join(SOURCES)}")
+    if cfg.game_music and "real" not in cfg.sources:
+        raise CorpusError("--game-music adds accompaniment to the real source: add real to --sources")
     check_out(cfg)
     tools = check_tools(cfg)
     started = time.monotonic()
     # synthetic singing over rendered stems needs nothing from the shared folder
     needs_shared = any(s in cfg.sources for s in ("real", "rendered"))
     pools = load_pools(cfg.shared_root, need_accompaniment="real" in cfg.sources) if needs_shared else Pools()
+    screened_out = 0
+    if cfg.game_music and "real" in cfg.sources:
+        from vocex.train.gamemusic import game_music
+
+        kept, screened_out = game_music(SAMPLE_RATE, progress=progress)
+        for track, audio in kept:
+            pools.add_accompaniment(f"games/{track.name}", {"other": audio})
     train = Path(cfg.out) / "train"
     try:
         train.mkdir(parents=True, exist_ok=True)
@@ -874,7 +884,7 @@ def build(cfg: CorpusConfig, progress: bool = True) -> dict[str, object]:
         "song_seconds": cfg.seconds, "sample_rate": SAMPLE_RATE, "seconds": seconds,
         "total_seconds": round(sum(seconds.values()), 1), "chorale_fraction": cfg.chorale_fraction,
         "shared_root": str(cfg.shared_root), "vocal_clips": len(pools.vocals),
-        "accompaniment_items": len(pools.accompaniments), "tools": tools,
+        "accompaniment_items": len(pools.accompaniments), "game_music_screened_out": screened_out, "tools": tools,
         "build_seconds": round(time.monotonic() - started, 1), "songs": songs,
     }
     (Path(cfg.out) / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
@@ -894,6 +904,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--soundfont", type=Path, default=SOUNDFONT)
     p.add_argument("--chorale-fraction", type=float, default=CorpusConfig.chorale_fraction,
                    help="share of rendered songs made from Bach chorales (the rest: generated pop)")
+    p.add_argument("--game-music", action="store_true",
+                   help="real source: also remix over the installed Debian game-music packages (tracks with "
+                        "voices screened out; vocex.train.gamemusic)")
     p.add_argument("--force", action="store_true", help="rebuild over an existing corpus")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -905,7 +918,7 @@ def main(argv: list[str] | None = None) -> int:
     sources = tuple(s.strip() for s in args.sources.split(",") if s.strip())
     cfg = CorpusConfig(out=args.out, shared_root=args.shared_root, sources=sources, songs=args.songs,
                        seconds=args.seconds, seed=args.seed, soundfont=args.soundfont,
-                       chorale_fraction=args.chorale_fraction, force=args.force)
+                       chorale_fraction=args.chorale_fraction, game_music=args.game_music, force=args.force)
     manifest = build(cfg, progress=not args.quiet)  # CorpusError, AudioError: exit 2; OutputError: 4
     print(f"wrote {cfg.out}: {len(manifest['songs'])} songs, {manifest['total_seconds']} s "  # type: ignore[arg-type]
           f"in {manifest['build_seconds']} s", file=sys.stderr)

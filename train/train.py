@@ -26,6 +26,7 @@ from vocex.model.dsp import WINDOWS, default_window
 from vocex.model.cli import console
 from vocex.model.errors import EXIT_OK, InputError, ModelError, raise_as
 from vocex.train.data import Corpus, DataError, PatchSampler, add_musdb_like, add_shared
+from vocex.train.gamemusic import APT_INSTALL, add_game_music
 
 PROG = "vocex-train"
 
@@ -109,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MUSDB18 / MUSDB18-HQ / DSD100 folder; its training songs are used (repeatable)")
     p.add_argument("--shared-root", type=Path, action="append", default=[],
                    help="folder laid out like ../shared/data (training material only is read)")
+    p.add_argument("--game-music", action="store_true",
+                   help="add the installed Debian game-music packages as accompaniment (source games), "
+                        "tracks with voices screened out: " + APT_INSTALL)
     p.add_argument("--preset", choices=sorted(PRESETS), default="paper")
     p.add_argument("--sample-rate", type=int, help="override the preset's sample rate (Hz)")
     p.add_argument("--n-fft", type=int, help="override the preset's FFT size")
@@ -159,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-weight", dest="source_weights", type=_source_weight, action="append", default=[],
                    metavar="SOURCE=W",
                    help="draw this source's items W times as often as others' (1 by default, 0 leaves it "
-                        "out); sources: mir1k, ssvd, gtsinger, voice, instrumental, bach10, excerpt8k "
+                        "out); sources: mir1k, ssvd, gtsinger, voice, instrumental, bach10, excerpt8k, games "
                         "(repeatable)")
     return p
 
@@ -369,7 +373,7 @@ def _check_init(path: Path, cfg: TrainConfig) -> str | None:
 @console(PROG)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    options = {k: v for k, v in vars(args).items() if k not in ("musdb_root", "shared_root")}
+    options = {k: v for k, v in vars(args).items() if k not in ("musdb_root", "shared_root", "game_music")}
     cfg = TrainConfig(**{**options, "source_weights": tuple(options["source_weights"])})
     for name in ("steps", "batch_size", "checkpoint_every", "val_every"):
         if getattr(cfg, name) < 1:
@@ -407,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
             sources[f"musdb:{root.name}"] = add_musdb_like(corpus, root)
         for root in shared:
             sources.update({f"shared:{k}": v for k, v in add_shared(corpus, root).items()})
+        if args.game_music:
+            sources.update(add_game_music(corpus))
         if cfg.source_weights:
             corpus.weighted(dict(cfg.source_weights))  # unknown sources fail here, before training
         cfg.out.mkdir(parents=True, exist_ok=True)
