@@ -79,9 +79,10 @@ def add_separation_arguments(parser: argparse.ArgumentParser, streaming_help: st
                         "little better at proportionally more compute)")
     parser.add_argument("--mask-temperature", type=float, metavar="T",
                         help="divide the mask's logits by T (default: the card's, offline or live)")
-    parser.add_argument("--high-band", action="store_true",
-                        help="offline: give the vocals the model's top-band vocal share above its band "
-                             "(brighter vocals; helps when the highs are mostly voice, hurts with bright cymbals)")
+    parser.add_argument("--high-band", action=argparse.BooleanOptionalAction, default=None,
+                        help="offline: give the vocals the model's top-band vocal share above its band, or "
+                             "not (default: the card's; the shipped default model does): sibilants and breaths "
+                             "go with the vocals; bright cymbals can follow them")
 
 
 def check_separation_options(args: argparse.Namespace) -> None:

@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         files = resolve_model(model_for(args.model, args.streaming))
         backend = load_backend(files, args.backend, args.accel, args.threads)
         separator = Separator(backend, args.batch_size, args.shifts, args.mask_temperature,
-                              high_band=True if args.high_band else None)
+                              high_band=args.high_band)
         settings = (streaming_settings(files.card, args.hop_batch, args.lookahead, args.mask_temperature)
                     if args.streaming else None)
 

@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         with raise_as(InputError, ValueError):
             separator = Separator(backend, shifts=args.shifts, temperature=args.mask_temperature,
-                                  high_band=True if args.high_band else None)
+                                  high_band=args.high_band)
         offline_info = {"shifts": separator.shifts, "mask_temperature": separator.temperature,
                         "high_band": separator.high_band}
 

@@ -129,3 +129,36 @@ def test_streaming_without_a_model_is_what_vocex_live_plays(tmp_path):
     live = resolve_model("live")
     expected = separate_streaming(load_backend(live, "onnx", "cpu"), x, 48000, streaming_settings(live.card))
     np.testing.assert_allclose(voc, expected, atol=1e-5)
+
+
+def test_high_band_follows_the_card_and_both_flags(tiny_model, tmp_path):
+    """The card's ``offline.high_band`` is the default; ``--high-band`` / ``--no-high-band``
+    override it.  Above the model's band, the vocals are silent without the high band."""
+    import json
+    import shutil
+
+    from vocex.model.backends import resolve_model
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model.parent, folder)
+    card_path = folder / tiny_model.name
+    card = json.loads(card_path.read_text())
+    model_rate = resolve_model(card_path).card.sample_rate
+    rate = 4 * model_rate
+    t = np.arange(rate) / rate
+    hiss = 0.2 * np.sin(2 * np.pi * 0.8 * (rate / 2) * t)  # far above the model's band
+    src = _write(tmp_path / "s.wav", (tone_mix(rate, rate, 1)[:, 0] * 0.5 + hiss)[:, None], rate, subtype="FLOAT")
+
+    def top_band_vocals(*flags):
+        out = tmp_path / f"o{card['offline']['high_band']}{''.join(flags)}"
+        assert main([str(src), "-o", str(out), "--model", str(card_path), "--no-progress", *flags]) == 0
+        voc, _ = sf.read(str(out / "s" / "vocals.wav"), dtype="float32")
+        spec = np.abs(np.fft.rfft(voc))
+        return float(spec[int(0.7 * len(spec)):].max())
+
+    for default in (True, False):
+        card["offline"] = {**card.get("offline", {}), "high_band": default}
+        card_path.write_text(json.dumps(card))
+        on, off = top_band_vocals("--high-band"), top_band_vocals("--no-high-band")
+        assert on > 100 * max(off, 1e-6)
+        assert top_band_vocals() == (on if default else off)
