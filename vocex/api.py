@@ -141,7 +141,8 @@ def separate(
             ``vocex-live`` plays, shifted back by its latency; ``vocex-separate --streaming``).
         shifts: offline passes (default 2; see :class:`vocex.model.separate.Separator`).
         mask_temperature: divides the mask's logits (default: the card's, offline or live).
-        high_band: offline: vocals above the model's band too (default: the card's, off).
+        high_band: offline: vocals above the model's band too (default: the card's; on for the
+            shipped default model).
         hop_batch, lookahead: streaming: K and L (default: the card's live settings).
         block_size: streaming: samples per block.
         batch_size: offline: patches per inference call.
