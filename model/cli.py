@@ -59,7 +59,7 @@ def console(prog: str) -> Callable[[Main], Main]:
 def add_model_arguments(parser: argparse.ArgumentParser, backends: tuple[str, ...] = tuple(BACKENDS)) -> None:
     """``--model``, ``--backend``, ``--accel``, ``--threads``."""
     parser.add_argument("--model", help="model card (.json), weights file, folder, or a shipped model by name: "
-                        "default, live, live-ensemble, live-low-delay (default: the shipped model for the job)")
+                        "default, paper, live, live-ensemble, live-low-delay (default: the shipped model for the job)")
     parser.add_argument("--backend", choices=("auto", *backends), default="auto",
                         help="inference backend (auto: ONNX Runtime, else TorchScript)")
     parser.add_argument("--accel", choices=ACCELS, default="auto", help="CUDA when present (auto), or force one")

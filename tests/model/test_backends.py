@@ -63,6 +63,16 @@ def test_shipped_model_card_is_complete():
     assert card.training["held_out"]["mir1k_singers"] and card.training["licences"]
 
 
+def test_paper_card_is_the_default_network_without_the_high_band():
+    from vocex.model.separate import Separator
+
+    default, paper = resolve_model("default"), resolve_model("paper")
+    assert paper.card.files == default.card.files  # the same graph, no second copy
+    assert (default.card.offline["high_band"], paper.card.offline["high_band"]) == (True, False)
+    assert paper.card.offline["mask_temperature"] == default.card.offline["mask_temperature"]
+    assert not Separator(load_backend(paper, "onnx", "cpu", threads=1)).high_band
+
+
 def test_low_delay_card_is_the_live_network_with_a_short_synthesis_window():
     from vocex.model.dsp import analysis_window, synthesis_support
     from vocex.realtime.settings import streaming_settings
@@ -85,7 +95,7 @@ def test_resolve_by_weights_file_and_folder(tiny_model):
 def test_resolve_a_shipped_model_by_name(tmp_path, monkeypatch):
     from vocex.model.backends import default_model_path, shipped_models
 
-    assert {"default", "live", "live-ensemble", "live-low-delay"} <= set(shipped_models())
+    assert {"default", "paper", "live", "live-ensemble", "live-low-delay"} <= set(shipped_models())
     for name in shipped_models():
         assert resolve_model(name).card_path == default_model_path().with_name(f"{name}.json")
     monkeypatch.chdir(tmp_path)
