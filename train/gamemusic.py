@@ -25,6 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vocex.model.audio import resample
+from vocex.train.data import DataError, rms
 
 GAMES_ROOT = Path("/usr/share/games")
 # (package, where it installs its music under GAMES_ROOT, licence of the music)
@@ -94,9 +95,10 @@ def installed_tracks(games_root: Path | None = None) -> list[GameTrack]:
 
 
 def vocal_share(vocals: NDArray[np.float32], mixture: NDArray[np.float32]) -> float:
-    """The energy of ``vocals`` as a share of the energy of ``mixture`` (0 for silence)."""
-    total = float(np.sum(np.square(mixture, dtype=np.float64)))
-    return float(np.sum(np.square(vocals, dtype=np.float64))) / total if total > 0 else 0.0
+    """The energy of ``vocals`` as a share of the energy of ``mixture`` (same shape; 0 for
+    silence)."""
+    total = rms(mixture)
+    return (rms(vocals) / total) ** 2 if total > 0 else 0.0
 
 
 def screen(tracks: list[GameTrack], rate: int, max_share: float = MAX_VOCAL_SHARE, model: str = "default",
@@ -104,8 +106,9 @@ def screen(tracks: list[GameTrack], rate: int, max_share: float = MAX_VOCAL_SHAR
                                                                         dict[str, float]]:
     """The tracks whose excerpt passes the voice screen, each with its excerpt at ``rate``
     (``(n, channels)``), and every track's vocal share (``{name: share}``, measured at the
-    screening model's own rate).  Shares are read from and written to ``cache`` (None: no
-    cache)."""
+    screening model's own rate).  Shares are read from and written to ``cache`` (None: the
+    user's :data:`CACHE`).  A track is decoded once at ``rate``, and once more at the model's
+    rate when its share is not cached and the rates differ."""
     from tqdm import tqdm
 
     from vocex.api import load, separate
@@ -121,14 +124,16 @@ def screen(tracks: list[GameTrack], rate: int, max_share: float = MAX_VOCAL_SHAR
     kept, shares, changed = [], {}, False
     for track in tqdm(tracks, desc="screening game music", disable=not progress, leave=False):
         key = f"{model}|{track.key()}"
+        screened = None  # the excerpt at the screening model's rate, when it had to be screened
         if key not in cached:
             net = net or load(model, threads=1)
-            audio = track.excerpt(net.sample_rate)
-            vocals, _ = separate(audio, net.sample_rate, net)
-            cached[key], changed = vocal_share(vocals, audio), True
+            screened = track.excerpt(net.sample_rate)
+            vocals, _ = separate(screened, net.sample_rate, net)
+            cached[key], changed = vocal_share(vocals, screened), True
         shares[track.name] = cached[key]
         if cached[key] <= max_share:
-            kept.append((track, track.excerpt(rate)))
+            same_rate = screened is not None and net.sample_rate == rate
+            kept.append((track, screened if same_rate else track.excerpt(rate)))
     if changed:
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
@@ -143,10 +148,8 @@ def screen(tracks: list[GameTrack], rate: int, max_share: float = MAX_VOCAL_SHAR
 def game_music(rate: int, games_root: Path | None = None, cache: Path | None = None,
                progress: bool = True) -> tuple[list[tuple[GameTrack, NDArray[np.float32]]], int]:
     """The screened tracks of the installed packages with their excerpts at ``rate``, and how
-    many the screen left out.  Raises :class:`vocex.train.data.DataError` when no package is
+    many the screen left out.  Raises :class:`~vocex.train.data.DataError` when no package is
     installed or the screen keeps nothing."""
-    from vocex.train.data import DataError
-
     games_root = GAMES_ROOT if games_root is None else games_root
     tracks = installed_tracks(games_root)
     if not tracks:
