@@ -28,10 +28,7 @@ from vocex.model.errors import ModelError
 
 ACCELS = ("auto", "cpu", "cuda")
 STATEFUL_PERIOD = 64  # 2 ** the U-Net's six stride-2 layers: the stateful form's phase period
-# the column counts K that vocex-export --stateful writes steps for; a hop batch runs as steps of
-# the largest that divides it.  One size: each step's weights live in its If branch (pre-packed
-# there), so every further size would copy most of the weights again
-STATEFUL_STEP_SIZES = (1,)
+STATEFUL_DEPTHS = 7  # a step's depth (the levels that get a column) is 0..6: one ONNX graph each
 
 
 @dataclass(frozen=True)
@@ -159,23 +156,24 @@ class OnnxBackend:
             if shape[:-1] != probe.shape[:-1] or not 0 < self.newest_frames < self.card.context_frames:
                 raise ModelError(f"{newest}: output shape {shape} is not the newest columns of its card's window")
 
-        # the stateful form's graph (vocex-export --stateful), if any
-        self.stateful_session, self.step_sizes = None, ()
+        # the stateful form's step graphs (vocex-export --stateful), if any: one per depth
+        self.stateful_sessions = []
         stateful = files.path("onnx_stateful")
         if stateful is not None:
-            self.stateful_session = open_session(stateful)
-            meta = self.stateful_session.get_modelmeta().custom_metadata_map
-            names = [i.name for i in self.stateful_session.get_inputs()]
-            try:
-                self.step_sizes = tuple(int(k) for k in meta["step_sizes"].split(","))
-                peak = int(meta["peak_frames"])
-            except (KeyError, ValueError):
-                raise ModelError(f"{stateful}: not a vocex stateful graph (no step_sizes / peak_frames metadata)") from None
-            if names != ["magnitude", *stateful_state_names()] or peak != self.card.stateful_peak_frames:
-                raise ModelError(f"{stateful}: its inputs or peak_frames ({peak}) do not match its card "
-                                 f"({self.card.stateful_peak_frames})")
+            for depth in range(STATEFUL_DEPTHS):
+                session = open_session(stateful / f"step{depth}.onnx")
+                meta = session.get_modelmeta().custom_metadata_map
+                names = [i.name for i in session.get_inputs()]
+                if meta.get("depth") != str(depth) or meta.get("peak_frames") is None:
+                    raise ModelError(f"{stateful}: step{depth}.onnx is not a vocex stateful step (no depth / "
+                                     "peak_frames metadata)")
+                if names[0] != "magnitude" or not set(names[1:]) <= set(stateful_state_names()) \
+                        or meta["peak_frames"] != str(self.card.stateful_peak_frames):
+                    raise ModelError(f"{stateful}: step{depth}.onnx's inputs or peak_frames ({meta['peak_frames']}) "
+                                     f"do not match its card ({self.card.stateful_peak_frames})")
+                self.stateful_sessions.append(session)
         elif self.card.streaming == "stateful":
-            raise ModelError(f"{files.card_path}: the card streams statefully but lists no onnx_stateful graph "
+            raise ModelError(f"{files.card_path}: the card streams statefully but lists no onnx_stateful graphs "
                              "(run vocex-export --stateful)")
 
     def __call__(self, magnitude: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -184,9 +182,9 @@ class OnnxBackend:
 
     def open_stream(self, n_items: int, hop_batch: int) -> StatefulStream:
         """A stateful stream of ``n_items`` network items stepping ``hop_batch`` columns."""
-        if self.stateful_session is None:
-            raise ModelError(f"{self.card.name}: no stateful graph (vocex-export --stateful)")
-        return _OnnxStatefulStream(self.stateful_session, self.card, n_items, hop_batch, self.step_sizes)
+        if not self.stateful_sessions:
+            raise ModelError(f"{self.card.name}: no stateful graphs (vocex-export --stateful)")
+        return _OnnxStatefulStream(self.stateful_sessions, self.card, n_items, hop_batch)
 
     def newest(self, magnitude: NDArray[np.float32], n: int) -> NDArray[np.float32]:
         """``self(magnitude)[..., -n:]``, from the newest-columns graph when it has enough."""
@@ -199,9 +197,9 @@ class OnnxBackend:
 
 def stateful_state_names() -> list[str]:
     """The stateful form's states, in order (vocex.model.stateful): the stream position ``t``,
-    the normalisation's ``peaks``, then per layer ``enc1..6``, ``dec1..6`` and ``pend0..5``."""
-    return ["t", "peaks", *(f"enc{i}" for i in range(1, 7)), *(f"dec{i}" for i in range(1, 7)),
-            *(f"pend{i}" for i in range(6))]
+    the normalisation's ``peaks``, then per layer ``enc1..6``, ``dec1..6``, ``epart1..6`` and
+    ``dpart1..6``, and ``odd6``."""
+    return ["t", "peaks", *(f"{kind}{i}" for kind in ("enc", "dec", "epart", "dpart") for i in range(1, 7)), "odd6"]
 
 
 def step_depth(t: int) -> int:
@@ -247,42 +245,64 @@ class StatefulStream:
 
 
 class _OnnxStatefulStream(StatefulStream):
-    """Two preallocated sets of states, each bound once to an IOBinding as the other's
-    output: a step copies the columns in, runs, and swaps the sets."""
+    """One column a step, by the graph of the step's depth.  Two preallocated sets of states,
+    each bound once per graph to an IOBinding as the other's output: a step copies the column
+    in, runs the graph of its depth, and swaps the sets."""
 
-    def __init__(self, session, card: ModelCard, n_items: int, hop_batch: int, step_sizes: tuple[int, ...]) -> None:
+    def __init__(self, sessions: list, card: ModelCard, n_items: int, hop_batch: int) -> None:
         import onnxruntime as ort
 
-        super().__init__(card, n_items, hop_batch, step_sizes)
-        self.session = session
+        super().__init__(card, n_items, hop_batch, (1,))
+        self.sessions = sessions
         self.out = np.zeros_like(self.columns)
-        specs = session.get_inputs()[1:]
-        self.sets = [[np.zeros([n_items if not isinstance(d, int) else d for d in spec.shape],
-                               dtype=np.int64 if "int64" in spec.type else np.float32) for spec in specs]
-                     for _ in range(2)]
+        names = stateful_state_names()
+        shapes = _state_shapes(sessions, n_items)
+        self.sets = [{name: np.zeros(*shapes[name]) for name in names} for _ in range(2)]
         value = ort.OrtValue.ortvalue_from_numpy
-        self._values = [value(a) for a in (self.columns, self.out, *self.sets[0], *self.sets[1])]  # kept alive
-        self.bindings = []
+        self._values = [value(self.columns), value(self.out)]
+        values = [{name: value(a) for name, a in states.items()} for states in self.sets]  # kept alive
+        self._values += values
+        self.bindings = []  # [state set][depth]
         for a in range(2):
-            io = session.io_binding()
-            io.bind_ortvalue_input("magnitude", self._values[0])
-            io.bind_ortvalue_output("mask", self._values[1])
-            for spec, src, dst in zip(specs, self.sets[a], self.sets[1 - a]):
-                io.bind_ortvalue_input(spec.name, value(src))
-                io.bind_ortvalue_output(f"{spec.name}_out", value(dst))
-            self.bindings.append(io)
-        self.current = 0
+            per_depth = []
+            for session in sessions:
+                io = session.io_binding()
+                io.bind_ortvalue_input("magnitude", self._values[0])
+                io.bind_ortvalue_output("mask", self._values[1])
+                for spec in session.get_inputs()[1:]:
+                    io.bind_ortvalue_input(spec.name, values[a][spec.name])
+                for name in names:
+                    io.bind_ortvalue_output(f"{name}_out", values[1 - a][name])
+                per_depth.append(io)
+            self.bindings.append(per_depth)
+        self.t = self.current = 0
 
     def _step(self, out: NDArray[np.float32]) -> None:
-        self.session.run_with_iobinding(self.bindings[self.current])
+        depth = step_depth(self.t)
+        self.sessions[depth].run_with_iobinding(self.bindings[self.current][depth])
         self.current ^= 1
+        self.t = (self.t + 1) % STATEFUL_PERIOD
         out[...] = self.out
 
     def reset(self) -> None:
         for states in self.sets:
-            for a in states:
+            for a in states.values():
                 a[...] = 0
-        self.current = 0
+        self.current = self.t = 0
+
+
+def _state_shapes(sessions: list, n_items: int) -> dict[str, tuple[tuple[int, ...], type]]:
+    """Each state's shape (batch ``n_items``) and dtype, from the inputs of the step graphs
+    (each reads some of them; together they read all)."""
+    shapes = {}
+    for session in sessions:
+        for spec in session.get_inputs()[1:]:
+            shape = tuple(n_items if not isinstance(d, int) else d for d in spec.shape)
+            shapes[spec.name] = (shape, np.int64 if "int64" in spec.type else np.float32)
+    missing = set(stateful_state_names()) - set(shapes)
+    if missing:
+        raise ModelError(f"the stateful step graphs read no state {sorted(missing)[0]}")
+    return shapes
 
 
 class _TorchStatefulStream(StatefulStream):

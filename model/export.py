@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -30,6 +31,25 @@ ONNX_OPSET = 17
 def _atomic(dest: Path, write) -> None:  # write(tmp_path)
     with atomic_path(dest) as tmp:
         write(tmp)
+
+
+def _atomic_folder(dest: Path, write) -> None:  # write(tmp_folder), which it creates
+    """``write`` a folder beside ``dest``, then put it in ``dest``'s place (an existing ``dest``
+    is removed only once the new one is complete)."""
+    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        write(work / "new")
+        old = work / "old"
+        if dest.exists():
+            dest.rename(old)
+        try:
+            (work / "new").rename(dest)
+        except OSError:
+            if old.exists():
+                old.rename(dest)
+            raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def export_onnx(model, card, dest: Path, newest: int = 0) -> None:
@@ -64,7 +84,7 @@ def export(files: ModelFiles, out_dir: Path, name: str, formats: list[str], forc
     """Export ``formats`` (``onnx``, ``torchscript``) beside a copy of the checkpoint; with
     ``newest`` N and ``onnx``, also ``NAME.newest.onnx``, the live path's graph of the newest N
     mask columns (card file ``onnx_newest``); with ``stateful`` and ``onnx``, also
-    ``NAME.stateful.onnx``, the stateful streaming form (card file ``onnx_stateful``, card
+    ``NAME.stateful/``, the stateful streaming form (card file ``onnx_stateful``, card
     ``streaming: "stateful"``, normalised over ``peak_frames`` columns: the card's if None).
     When the whole-window and newest-columns graphs are both written, their weights are
     stored once, in ``NAME.weights`` beside them (card file ``weights``).  Without
@@ -80,7 +100,7 @@ def export(files: ModelFiles, out_dir: Path, name: str, formats: list[str], forc
             targets["onnx_newest"] = out_dir / f"{name}.newest.onnx"
             targets["weights"] = out_dir / f"{name}.weights"
         if stateful:
-            targets["onnx_stateful"] = out_dir / f"{name}.stateful.onnx"
+            targets["onnx_stateful"] = out_dir / f"{name}.stateful"
     if "torchscript" in formats:
         targets["torchscript"] = out_dir / f"{name}.ts"
     src = files.path("checkpoint")
@@ -116,7 +136,7 @@ def export(files: ModelFiles, out_dir: Path, name: str, formats: list[str], forc
             from vocex.model.stateful import StatefulUNet, export_stateful_onnx
 
             form = StatefulUNet(model, card.n_bins, card.stateful_peak_frames)
-            _atomic(targets["onnx_stateful"], lambda tmp: export_stateful_onnx(form, tmp, ONNX_OPSET))
+            _atomic_folder(targets["onnx_stateful"], lambda tmp: export_stateful_onnx(form, tmp, ONNX_OPSET))
             written["onnx_stateful"] = targets["onnx_stateful"].name
     if "torchscript" in formats:
         scripted = script_unet(model)

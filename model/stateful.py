@@ -12,11 +12,20 @@ still needs of the past:
 * encoder layer ``l``: the newest 4 columns of its input (level ``l - 1``);
 * decoder layer at input level ``L`` (its input: the decoder's up columns concatenated with
   the skip of level ``L``): the newest 2 columns of that input;
-* the up columns ``2 m + 1`` that a decoder layer computes together with ``2 m`` but that
-  belong to a later step (one pending column per level, the mask's included: at K = 1 every
-  odd frame's mask was computed at the frame before, from columns that frame already had);
+* partial sums, one column per layer: of a layer's next column, the taps that read its kept
+  input columns are summed at the step where the last of them arrives (the step where the
+  level below gets its odd column), so the step the column is due at adds only the taps of
+  its new input column.  The odd output column of a transposed convolution (taps 3 and 1 of
+  its kept inputs) is computed at that earlier step too, the step it is due at.  At K = 1 the
+  step where every level is due (every 64th) so computes a fifth of each layer's column; the
+  most work of a period falls on its middle step (``t = 32``), which also sums level 6's
+  kept taps;
 * the normalisation's peaks of the newest ``peak_frames`` columns (below), and the position
   ``t`` of the next frame within the 64-frame period.
+
+Levels that get a column every step (``l <= log2 K``) run their layers whole on their new
+columns, as the window form does, and keep no partial sums: a stream steps with one K from
+its start.
 
 A step takes K new magnitude columns (K a power of two up to 64) and returns their K mask
 columns.  Its depth ``d`` (the levels ``1..d`` that get new columns) follows from ``t``
@@ -32,9 +41,8 @@ has no stream form: each column is divided by the peak of the newest ``peak_fram
 columns up to it (the card's ``peak_frames``, by default ``context_frames``: what the window
 form divides its newest column by).  Batch norm (eval) and the activations act per column.
 
-:func:`export_stateful_onnx` writes one ONNX graph holding a step for every K of
-:data:`~vocex.model.backends.STATEFUL_STEP_SIZES` and every depth, chosen by ``If`` nodes on
-K (the input's width) and ``t`` (a state), with the states as explicit inputs and outputs.
+:func:`export_stateful_onnx` writes the one-column step of each depth as an ONNX graph, the
+states as explicit inputs and outputs; the ONNX backend runs the graph of each step's depth.
 """
 
 from __future__ import annotations
@@ -47,7 +55,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from vocex.model.backends import STATEFUL_PERIOD, STATEFUL_STEP_SIZES, stateful_state_names, step_depth
+from vocex.model.backends import STATEFUL_PERIOD, stateful_state_names, step_depth
 from vocex.model.unet import N_LAYERS, UNet, sliding_peak_normalise
 
 assert STATEFUL_PERIOD == 2**N_LAYERS
@@ -62,7 +70,7 @@ class StatefulUNet(nn.Module):
         peak_frames: the normalisation's span in columns (the card's ``stateful_peak_frames``).
 
     ``step(columns, *states)``: ``columns`` is ``(batch, 1, n_bins, K)`` float32 linear
-    magnitude, K a power of two up to 64 that divides the stream position; ``states`` as
+    magnitude, K a power of two up to 64, the same at every step of a stream; ``states`` as
     from :meth:`initial_states` or the previous step.  Returns ``(mask, *new_states)``,
     ``mask`` ``(batch, 1, n_bins, K)`` in [0, 1], the masks of those K columns.
     """
@@ -76,18 +84,29 @@ class StatefulUNet(nn.Module):
         self.unet = unet.eval()
         self.n_bins, self.peak_frames = n_bins, peak_frames
         self.widths = [layer[0].out_channels for layer in unet.encoder]  # level l has widths[l - 1]
-        # each transposed convolution by time tap: output 2m reads taps 4, 2, 0 of inputs m-2,
-        # m-1, m and output 2m+1 taps 3, 1 of inputs m-1, m.  With the three inputs stacked on
-        # the channel axis, one transposed convolution of time width 1 gives both outputs (even
-        # then odd on the channel axis) and computes nothing it drops (the 5-wide one would
-        # compute every tap of every input column, most of them for columns it crops)
+        for l, layer in enumerate(unet.encoder, start=1):
+            # encoder layer l by time tap: taps 0-3 read the 4 kept columns, tap 4 the new one
+            w = layer[0].weight.detach()  # (out, in, 5, 5)
+            self.register_buffer(f"enc_old_{l}", w[..., :4].contiguous(), persistent=False)
+            self.register_buffer(f"enc_new_{l}", w[..., 4:].contiguous(), persistent=False)
         for i, layer in enumerate(unet.decoder):
-            w = layer[0].weight.detach()  # (in, out, 5, 5)
+            w, bias = layer[0].weight.detach(), layer[0].bias.detach()  # (in, out, 5, 5), (out,)
             zero = torch.zeros_like(w[..., 0])
+            # each transposed convolution by time tap: output 2m reads taps 4, 2, 0 of inputs m-2,
+            # m-1, m and output 2m+1 taps 3, 1 of inputs m-1, m.  With the inputs stacked on the
+            # channel axis, one transposed convolution of time width 1 gives both outputs (even
+            # then odd on the channel axis) and computes nothing it drops.  Batched: the three
+            # inputs of every output pair; split (one column a step): the even output of m-1 and
+            # m (taps 4, 2: the part that waits for m + 1) beside the odd one (taps 3, 1), and
+            # tap 0 of the new column alone
             taps = [(w[..., 4], zero), (w[..., 2], w[..., 3]), (w[..., 0], w[..., 1])]  # inputs m-2, m-1, m
             stacked = torch.cat([torch.cat([even, odd], dim=1) for even, odd in taps], dim=0)[..., None]
-            self.register_buffer(f"taps_{i}", stacked.contiguous(), persistent=False)
-            self.register_buffer(f"bias_{i}", torch.cat([layer[0].bias.detach()] * 2), persistent=False)
+            pair = torch.cat([torch.cat([w[..., 4], w[..., 3]], dim=1), torch.cat([w[..., 2], w[..., 1]], dim=1)])
+            for name, weight, b in (("taps", stacked, torch.cat([bias] * 2)), ("pair", pair[..., None],
+                                    torch.cat([torch.zeros_like(bias), bias])), ("new", w[..., 0:1], bias)):
+                weight, b = _as_polyphase_conv(weight, b)
+                self.register_buffer(f"{name}_{i}", weight, persistent=False)
+                self.register_buffer(f"{name}_bias_{i}", b, persistent=False)
 
     # -- states -------------------------------------------------------------------------------
 
@@ -95,12 +114,15 @@ class StatefulUNet(nn.Module):
         """Shapes of the states in :func:`~vocex.model.backends.stateful_state_names` order:
         ``t`` (1,), ``peaks`` (batch, peak_frames), ``enc1..6`` (batch, channels, bins, 4) of
         levels 0..5, ``dec1..6`` (batch, channels, bins, 2) of the decoder inputs of levels
-        1..6, ``pend0..5`` (batch, channels, bins, 1) of up-column levels 0..5."""
+        1..6, ``epart1..6`` (batch, channels, bins, 1) of encoder levels 1..6 and ``dpart1..6``
+        (batch, channels, bins, 1) of the up columns of levels 0..5: the partial sums; ``odd6``
+        (as ``dpart6``): level 5's odd up column, computed with level 6's column."""
         w, nb = self.widths, self.n_bins
         enc = [(batch, 1 if l == 1 else w[l - 2], nb >> (l - 1), 4) for l in range(1, N_LAYERS + 1)]
         dec = [(batch, w[L - 1] * (1 if L == N_LAYERS else 2), nb >> L, 2) for L in range(1, N_LAYERS + 1)]
-        pend = [(batch, 1 if j == 0 else w[j - 1], nb >> j, 1) for j in range(N_LAYERS)]
-        return [(1,), (batch, self.peak_frames), *enc, *dec, *pend]
+        epart = [(batch, w[l - 1], nb >> l, 1) for l in range(1, N_LAYERS + 1)]
+        dpart = [(batch, 1 if L == 1 else w[L - 2], nb >> (L - 1), 1) for L in range(1, N_LAYERS + 1)]
+        return [(1,), (batch, self.peak_frames), *enc, *dec, *epart, *dpart, dpart[-1]]
 
     def initial_states(self, batch: int) -> tuple[torch.Tensor, ...]:
         """The states of a stream before its frame 0: silence before the signal, ``t = 0``."""
@@ -123,57 +145,87 @@ class StatefulUNet(nn.Module):
         """:meth:`step` with the depth given (levels ``1..depth`` get new columns): a fixed
         graph for each K and depth, which :func:`export_stateful_onnx` traces."""
         k = x.shape[-1]
-        n = [max(k >> level, 1) for level in range(N_LAYERS + 1)]  # new columns per active level
+        batched = int(k).bit_length() - 1  # levels 1..batched get K / 2**l >= 1 columns every step
         t, peaks = states[0], states[1]
         enc = list(states[2 : 2 + N_LAYERS])
         dec = list(states[2 + N_LAYERS : 2 + 2 * N_LAYERS])
-        pend = list(states[2 + 2 * N_LAYERS :])
+        epart = list(states[2 + 2 * N_LAYERS : 2 + 3 * N_LAYERS])
+        dpart = list(states[2 + 3 * N_LAYERS : 2 + 4 * N_LAYERS])
+        odd = states[2 + 4 * N_LAYERS]
         # normalisation: column i by the peak of the newest peak_frames columns up to it
         seq = torch.cat([peaks, torch.amax(x, dim=(1, 2))], dim=1)  # (batch, peak_frames + K)
         col_peak = F.max_pool1d(seq[:, None, 1:], self.peak_frames, 1)[:, 0]
         level = [x / (col_peak[:, None, None, :] + 1e-8)]
-        new_enc = list(enc)
+        new_enc, new_epart = list(enc), list(epart)
         for lv in range(1, N_LAYERS + 1):  # encoder layer lv reads level lv - 1
             if lv - 1 > depth:
                 break
             s = torch.cat([enc[lv - 1], level[lv - 1]], dim=-1)
             new_enc[lv - 1] = s[..., -4:]
-            if lv <= depth:
-                level.append(self.unet.encoder[lv - 1](s))
-        new_dec, new_pend = list(dec), list(pend)
+            layer = self.unet.encoder[lv - 1]
+            if lv <= batched:
+                level.append(layer(s))
+            elif lv <= depth:  # the kept taps were summed a step ago: add the new column's
+                y = F.conv2d(level[lv - 1], getattr(self, f"enc_new_{lv}"), layer[0].bias, stride=2, padding=(2, 0))
+                level.append(layer[2](layer[1](epart[lv - 1] + y)))
+            else:  # level lv's next column is due at a later step: sum the taps of what is kept
+                new_epart[lv - 1] = F.conv2d(s[..., -4:], getattr(self, f"enc_old_{lv}"), None, stride=2,
+                                             padding=(2, 0))
+        new_dec, new_dpart, new_odd = list(dec), list(dpart), odd
         up = None
         for i, layer in enumerate(self.unet.decoder):
             lv = N_LAYERS - i  # input level; output level lv - 1
-            out = None
             if lv <= depth:
                 inp = level[lv] if lv == N_LAYERS else torch.cat([up, level[lv]], dim=1)
                 s = torch.cat([dec[lv - 1], inp], dim=-1)
                 new_dec[lv - 1] = s[..., -2:]
-                out = self._deconv(i, s)  # 2 n[lv] columns of level lv - 1
-            if lv - 1 <= depth:  # the up columns of level lv - 1 in this step
-                if out is None:  # computed with the previous column, one step ago
-                    up = pend[lv - 1]
-                elif 2 * n[lv] == n[lv - 1]:
-                    up = out
-                else:  # one column now, the next one in a later step
-                    up, new_pend[lv - 1] = out[..., :1], out[..., 1:]
+                if lv <= batched:
+                    up = self._deconv(i, s)  # 2 n[lv] = n[lv - 1] columns of level lv - 1
+                    continue
+                # the even column: its kept taps were summed at an earlier step
+                y = self._up(inp, "new", i)
+                up = self._activate(i, dpart[lv - 1] + y)
+                if lv == N_LAYERS:  # the top level's odd column and next sums now: its step is light
+                    new_dpart[lv - 1], new_odd = self._pair(i, new_dec[lv - 1])
+            elif lv == depth + 1:  # the odd column now, and the kept taps of the next even one
+                if lv == N_LAYERS:
+                    up = self._activate(i, odd)
+                else:
+                    new_dpart[lv - 1], y = self._pair(i, dec[lv - 1])
+                    up = self._activate(i, y)
+        assert up is not None
         new_t = torch.remainder(t + k, STATEFUL_PERIOD)
         new_peaks = seq[:, k:]
-        return (up, new_t, new_peaks, *new_enc, *new_dec, *new_pend)
+        return (up, new_t, new_peaks, *new_enc, *new_dec, *new_epart, *new_dpart, new_odd)
+
+    def _pair(self, i: int, kept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoder layer ``i`` on its 2 kept input columns ``m - 1, m``: the taps of the even
+        output ``2 m + 2`` that read them, and the odd output ``2 m + 1`` (before batch norm)."""
+        y = self._up(torch.cat([kept[..., :1], kept[..., 1:]], dim=1), "pair", i)
+        out = y.shape[1] // 2
+        return y[:, :out], y[:, out:]
+
+    def _activate(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """What follows decoder layer ``i``'s transposed convolution (batch norm, activation)."""
+        for sub in list(self.unet.decoder[i])[1:]:
+            x = sub(x)
+        return x
+
+    def _up(self, x: torch.Tensor, name: str, i: int) -> torch.Tensor:
+        """The transposed convolution (stride 2 in frequency, 1 in time) of buffers ``name_i``
+        and ``name_bias_i`` (:func:`_as_polyphase_conv`) on ``x``: twice the bins."""
+        y = F.conv2d(x, getattr(self, f"{name}_{i}"), getattr(self, f"{name}_bias_{i}"), padding=(1, 0))
+        b, c2, f, t = y.shape
+        return y.reshape(b, 2, c2 // 2, f, t).permute(0, 2, 3, 1, 4).reshape(b, c2 // 2, 2 * f, t)
 
     def _deconv(self, i: int, s: torch.Tensor) -> torch.Tensor:
         """Decoder layer ``i`` on its input columns ``s`` (2 of the past, then n new): its 2 n
         output columns, activations included."""
-        layer = self.unet.decoder[i]
         n = s.shape[-1] - 2
         stacked = torch.cat([s[..., :n], s[..., 1 : n + 1], s[..., 2:]], dim=1)  # inputs m-2, m-1, m
-        y = F.conv_transpose2d(stacked, getattr(self, f"taps_{i}"), getattr(self, f"bias_{i}"), stride=(2, 1),
-                               padding=(2, 0), output_padding=(1, 0))
+        y = self._up(stacked, "taps", i)
         out = y.shape[1] // 2
-        x = torch.stack([y[:, :out], y[:, out:]], dim=-1).flatten(-2)  # columns 2m, 2m+1, ...
-        for sub in list(layer)[1:]:
-            x = sub(x)
-        return x
+        return self._activate(i, torch.stack([y[:, :out], y[:, out:]], dim=-1).flatten(-2))  # columns 2m, 2m+1, ...
 
     # -- the reference ------------------------------------------------------------------------
 
@@ -184,6 +236,21 @@ class StatefulUNet(nn.Module):
         n = magnitude.shape[-1]
         padded = F.pad(magnitude, (0, -n % STATEFUL_PERIOD))
         return self.unet.forward_scaled(sliding_peak_normalise(padded, self.peak_frames))[..., :n]
+
+
+def _as_polyphase_conv(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A transposed convolution of time width 1 (``weight`` ``(in, out, 5, 1)``; stride 2,
+    padding 2 and output padding 1 in frequency, as the U-Net's) as a convolution with kernel
+    3 and padding 1 in frequency giving both output phases: output bin ``2 p`` reads input
+    bins ``p + 1, p, p - 1`` by taps 0, 2, 4, bin ``2 p + 1`` bins ``p + 1, p`` by taps 1, 3.
+    Returns the convolution's weight ``(2 out, in, 3, 1)`` (even bins' channels, then odd
+    bins') and bias.  ONNX Runtime runs a convolution of these shapes several times faster than
+    the transposed one."""
+    w = weight[..., 0].transpose(0, 1)  # (out, in, 5)
+    zero = torch.zeros_like(w[..., 0])
+    even = torch.stack([w[..., 4], w[..., 2], w[..., 0]], dim=-1)  # kernel over input bins p - 1, p, p + 1
+    odd = torch.stack([zero, w[..., 3], w[..., 1]], dim=-1)
+    return torch.cat([even, odd])[..., None].contiguous(), torch.cat([bias, bias]).contiguous()
 
 
 class _Step(nn.Module):
@@ -215,117 +282,50 @@ def _trace(stateful: StatefulUNet, k: int, depth: int, opset: int):  # -> onnx.M
     return onnx.load_from_string(buf.getvalue())
 
 
-def export_stateful_onnx(stateful: StatefulUNet, dest: Path, opset: int,
-                         step_sizes: tuple[int, ...] = STATEFUL_STEP_SIZES) -> None:
-    """Write ``dest``: the stateful step for every K of ``step_sizes`` and every depth, in one
-    ONNX graph.  Inputs ``magnitude`` ``(batch, 1, n_bins, K)`` and the states (names from
-    :func:`~vocex.model.backends.stateful_state_names`); outputs ``mask`` and each state as
-    ``NAME_out``.  A K or a position outside the graph gives a NaN mask and unchanged states.
-    The metadata ``step_sizes`` and ``peak_frames`` say what the graph holds."""
+def _weights_as_initializers(model) -> None:  # onnx.ModelProto, changed in place
+    """Move the exporter's ``Constant`` nodes of 64 or more values (the step's weights, which
+    it folds from the module's buffers) to initializers, which can live in a shared file."""
+    keep = []
+    for node in model.graph.node:
+        if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value" \
+                and node.attribute[0].t.dims and _numel(node.attribute[0].t.dims) >= 64:
+            tensor = node.attribute[0].t
+            tensor.name = node.output[0]
+            model.graph.initializer.append(tensor)
+        else:
+            keep.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+
+
+def _numel(dims) -> int:
+    n = 1
+    for d in dims:
+        n *= d
+    return n
+
+
+def export_stateful_onnx(stateful: StatefulUNet, dest: Path, opset: int) -> None:
+    """Write the folder ``dest`` (which must not exist): ``step{d}.onnx``, the one-column step of
+    depth ``d`` for ``d = 0..6``, their weights stored once in ``weights`` beside them.  Each
+    graph takes ``magnitude`` ``(batch, 1, n_bins, 1)`` and the states it reads (names from
+    :func:`~vocex.model.backends.stateful_state_names`) and returns ``mask`` and every state
+    as ``NAME_out``; its metadata ``depth`` and ``peak_frames`` say what it is.
+
+    One graph per depth, not one graph choosing its step by ``If`` nodes: ONNX Runtime
+    re-lays out the convolutions of a model's main graph for its fastest CPU kernels but not
+    those of a subgraph, and each ``If`` level copies every state; a step in its own session
+    runs in about two thirds of the time (the deepest) to two fifths (the lightest)."""
+    from vocex.model.weightsio import share_weights
+
+    dest.mkdir()
+    graphs = []
     with torch.no_grad():
-        steps = {(k, d): _trace(stateful, k, d, opset) for k in step_sizes
-                 for d in range(k.bit_length() - 1, N_LAYERS + 1)}
-    model = combine_steps(steps, {"step_sizes": ",".join(map(str, step_sizes)),
-                                  "peak_frames": str(stateful.peak_frames)})
-    dest.write_bytes(model.SerializeToString())
-
-
-def combine_steps(steps: dict, metadata: dict[str, str]):  # {(K, depth): onnx.ModelProto} -> ModelProto
-    """One ONNX model that runs ``steps[(K, depth)]`` for the input's K and the depth of its
-    state ``t``: ``If`` nodes in a binary tree over the key ``8 K + depth``, each step's graph a
-    branch reading the outer inputs."""
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    first = next(iter(steps.values()))
-    # the exporter drops an input that a step does not read: take each input from a step that has it
-    input_info = {i.name: i for m in steps.values() for i in m.graph.input}
-    inputs = ["magnitude", *stateful_state_names()]
-    outputs = [o.name for o in first.graph.output]
-
-    def branch(model, tag: str):
-        """A step's graph as an If branch: its weights stay in it (ONNX Runtime pre-packs the
-        weights of convolutions only for initializers of the graph that runs them; read from
-        an outer graph they cost about half the deepest step again)."""
-        g = model.graph
-        names = {i: i for i in inputs}
-        inits = []
-        for init in g.initializer:
-            names[init.name] = f"{tag}/{init.name}"
-            init.name = names[init.name]
-            inits.append(init)
-        nodes = []
-        for node in g.node:
-            for j, name in enumerate(node.output):
-                names[name] = f"{tag}/{name}"
-                node.output[j] = names[name]
-            for j, name in enumerate(node.input):
-                if name:
-                    node.input[j] = names[name]
-            node.name = f"{tag}/{node.name}"
-            nodes.append(node)
-        outs = []
-        for o in g.output:  # a branch's outputs must be its own values: copy passed-through inputs
-            name = names[o.name]
-            if name in inputs:
-                nodes.append(helper.make_node("Identity", [name], [f"{tag}/{o.name}"]))
-                name = f"{tag}/{o.name}"
-            outs.append(helper.make_tensor_value_info(name, o.type.tensor_type.elem_type, None))
-        return helper.make_graph(nodes, tag, [], outs, initializer=inits)
-
-    elem = {o.name: o.type.tensor_type.elem_type for o in first.graph.output}
-
-    def failed(tag: str):  # a K or position the graph does not hold: NaN mask, states unchanged
-        nodes = [helper.make_node("Constant", [], [f"{tag}/nan"], value=numpy_helper.from_array(np.array(np.nan, np.float32))),
-                 helper.make_node("Mul", [inputs[0], f"{tag}/nan"], [f"{tag}/{outputs[0]}"])]
-        nodes += [helper.make_node("Identity", [i], [f"{tag}/{o}"]) for i, o in zip(inputs[1:], outputs[1:])]
-        return helper.make_graph(nodes, tag, [], [helper.make_tensor_value_info(f"{tag}/{o}", elem[o], None)
-                                                  for o in outputs])
-
-    def tree(keys: list[int], tag: str, out_names: list[str]) -> list:
-        """Nodes that compute ``out_names`` from the step of key ``keys`` that matches."""
-        if len(keys) == 1:
-            cond = f"{tag}/is"
-            return [helper.make_node("Constant", [], [f"{tag}/k"], value=numpy_helper.from_array(np.array([keys[0]]))),
-                    helper.make_node("Equal", ["key", f"{tag}/k"], [cond]),
-                    helper.make_node("If", [cond], out_names, name=tag,
-                                     then_branch=branch(by_key[keys[0]], f"{tag}/step"),
-                                     else_branch=failed(f"{tag}/none"))]
-        mid = len(keys) // 2
-        sides = []
-        for side, part in (("lo", keys[:mid]), ("hi", keys[mid:])):
-            sub = f"{tag}{side[0]}"
-            names = [f"{sub}/{o}" for o in outputs]
-            sides.append(helper.make_graph(tree(part, sub, names), sub, [],
-                                           [helper.make_tensor_value_info(n, elem[o], None) for n, o in zip(names, outputs)]))
-        return [helper.make_node("Constant", [], [f"{tag}/mid"], value=numpy_helper.from_array(np.array([keys[mid]]))),
-                helper.make_node("Less", ["key", f"{tag}/mid"], [f"{tag}/lo"]),
-                helper.make_node("If", [f"{tag}/lo"], out_names, name=tag, then_branch=sides[0], else_branch=sides[1])]
-
-    by_key = {8 * k + d: m for (k, d), m in steps.items()}
-    # key = 8 K + depth, depth = how many of t % 2, t % 4, ..., t % 64 are 0
-    nodes = [helper.make_node("Shape", [inputs[0]], ["k"], start=3, end=4),
-             helper.make_node("Constant", [], ["eight"], value=numpy_helper.from_array(np.array([8]))),
-             helper.make_node("Mul", ["k", "eight"], ["k8"])]
-    total = "k8"
-    for level in range(1, N_LAYERS + 1):
-        p = f"p{level}"
-        nodes += [helper.make_node("Constant", [], [p], value=numpy_helper.from_array(np.array([2**level]))),
-                  helper.make_node("Mod", [inputs[1], p], [f"{p}/mod"]),
-                  helper.make_node("Constant", [], [f"{p}/zero"], value=numpy_helper.from_array(np.array([0]))),
-                  helper.make_node("Equal", [f"{p}/mod", f"{p}/zero"], [f"{p}/eq"]),
-                  helper.make_node("Cast", [f"{p}/eq"], [f"{p}/n"], to=TensorProto.INT64),
-                  helper.make_node("Add", [total, f"{p}/n"], [f"{p}/sum"])]
-        total = f"{p}/sum"
-    nodes.append(helper.make_node("Identity", [total], ["key"]))
-    nodes += tree(sorted(by_key), "s", outputs)
-    graph = helper.make_graph(nodes, "vocex_stateful_unet", [input_info[i] for i in inputs], list(first.graph.output))
-    for value in (graph.input[0], graph.output[0]):  # magnitude and mask: K columns, any K
-        value.type.tensor_type.shape.dim[3].dim_param = "K"
-    model = helper.make_model(graph, opset_imports=list(first.opset_import), producer_name="vocex")
-    model.ir_version = first.ir_version
-    for key, value in metadata.items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.checker.check_model(model)
-    return model
+        for depth in range(N_LAYERS + 1):
+            model = _trace(stateful, 1, depth, opset)
+            _weights_as_initializers(model)
+            for key, value in (("depth", str(depth)), ("peak_frames", str(stateful.peak_frames))):
+                model.metadata_props.add(key=key, value=value)
+            graphs.append(dest / f"step{depth}.onnx")
+            graphs[-1].write_bytes(model.SerializeToString())
+    share_weights(graphs, dest / "weights")

@@ -10,7 +10,7 @@ from tests.conftest import make_model, randomised
 
 torch = pytest.importorskip("torch")
 
-from vocex.model.backends import (STATEFUL_STEP_SIZES, ModelError, load_backend, resolve_model,  # noqa: E402
+from vocex.model.backends import (STATEFUL_DEPTHS, ModelError, load_backend, resolve_model,  # noqa: E402
                                   stateful_state_names, step_depth)
 from vocex.model.card import CardError, ModelCard  # noqa: E402
 from vocex.model.export import export, main as export_main  # noqa: E402
@@ -91,18 +91,28 @@ def test_a_stream_restarted_from_initial_states_equals_the_network_on_the_rest(k
     np.testing.assert_allclose(got.numpy(), ref[..., : got.shape[-1]].numpy(), rtol=0, atol=1e-4)
 
 
-def test_each_layer_computes_only_its_new_columns():
-    """At K = 1 encoder layer l runs once every 2**l steps on 5 columns (4 kept, 1 new), and
-    the decoder layer at level l on 2 kept and 1 new column."""
+def test_each_step_computes_only_its_share_of_the_new_columns():
+    """At K = 1 the 64 steps of a period compute together what the offline network computes
+    for 64 frames (nothing twice; the transposed convolutions run as convolutions with one
+    zero tap in six, 1.2 times their work), and no step more than a fifth of it: a level's
+    kept taps are summed at an earlier step than the one its column is due at, so the
+    deepest step (every level) does little more than the taps of its new columns.  Computing
+    every level's column whole there would be about 0.29 of the period at this width."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     net = StatefulUNet(_random_causal(4), N_BINS, 64)
-    calls: dict[str, list[int]] = {}
-    hooks = [layer[0].register_forward_hook(lambda m, i, o, name=f"enc{n + 1}": calls.setdefault(name, []).append(i[0].shape[-1]))
-             for n, layer in enumerate(net.unet.encoder)]
-    _stream(net, _magnitude(1, 128, 5), 1)
-    for h in hooks:
-        h.remove()
-    for level in range(1, 7):
-        assert calls[f"enc{level}"] == [5] * (128 >> level)
+    states = list(net.initial_states(1))
+    flops = []
+    with torch.no_grad():
+        for t in range(128):
+            with FlopCounterMode(display=False) as counter:
+                _, *states = net.step(_magnitude(1, 1, t), *states)
+            flops.append(counter.get_total_flops())
+        with FlopCounterMode(display=False) as counter:
+            net.unet.forward_scaled(_magnitude(1, 64, 5))
+    period = flops[64:]  # a period after the stream's start
+    assert counter.get_total_flops() <= sum(period) <= 1.2 * counter.get_total_flops()
+    assert max(period) <= 0.2 * sum(period)
     assert [step_depth(t) for t in (0, 1, 2, 3, 4, 8, 12, 32, 64, 96)] == [6, 0, 1, 0, 2, 3, 2, 5, 6, 5]
 
 
@@ -129,21 +139,28 @@ def stateful_card(tmp_path_factory):
 def test_export_writes_the_stateful_graph_and_marks_the_card(stateful_card):
     files = resolve_model(stateful_card)
     assert files.card.streaming == "stateful" and files.card.peak_frames == 48
-    assert files.card.files["onnx_stateful"] == "tiny.stateful.onnx" and files.path("onnx_stateful").is_file()
+    folder = files.path("onnx_stateful")
+    assert files.card.files["onnx_stateful"] == "tiny.stateful" and folder.is_dir()
+    assert sorted(p.name for p in folder.iterdir()) == [f"step{d}.onnx" for d in range(STATEFUL_DEPTHS)] + ["weights"]
     backend = load_backend(files, "onnx", "cpu", threads=1)
-    assert backend.step_sizes == STATEFUL_STEP_SIZES
-    assert [i.name for i in backend.stateful_session.get_inputs()] == ["magnitude", *stateful_state_names()]
+    for session in backend.stateful_sessions:
+        assert [o.name for o in session.get_outputs()] == ["mask", *(f"{s}_out" for s in stateful_state_names())]
+    # the weights are stored once: the steps' graphs hold none, the shared file about the network's
+    net_bytes = sum(p.numel() * 4 for p in load_backend(files, "eager", "cpu").module.parameters())
+    assert max(p.stat().st_size for p in folder.glob("*.onnx")) < net_bytes / 4
+    assert (folder / "weights").stat().st_size < 4 * net_bytes
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 8, 16])
 @pytest.mark.parametrize("n_items", [1, 2])
 def test_onnx_and_eager_stateful_streams_agree_with_the_reference(stateful_card, k, n_items):
-    """ONNX Runtime (preallocated states swapped through two IOBindings) and eager torch give
-    the offline reference; K = 3 and 16 run as steps of 1 and 8 in ONNX."""
+    """ONNX Runtime (a graph per step depth, preallocated states swapped through two
+    IOBindings) and eager torch give the offline reference; K = 3 runs as steps of 1 in
+    eager torch too."""
     files = resolve_model(stateful_card)
     onnx_stream = load_backend(files, "onnx", "cpu", threads=1).open_stream(n_items, k)
     eager_stream = load_backend(files, "eager", "cpu", threads=1).open_stream(n_items, k)
-    assert onnx_stream.step_size == max(s for s in STATEFUL_STEP_SIZES if k % s == 0)
+    assert onnx_stream.step_size == 1
     x = _magnitude(n_items, 150, 6).numpy()
     net = StatefulUNet(load_backend(files, "eager", "cpu").module, N_BINS, 48)
     with torch.no_grad():
@@ -166,15 +183,19 @@ def test_onnx_and_eager_stateful_streams_agree_with_the_reference(stateful_card,
         eager_stream.reset()
 
 
-def test_the_graph_gives_a_nan_mask_for_a_step_it_does_not_hold(stateful_card):
-    session = load_backend(resolve_model(stateful_card), "onnx", "cpu").stateful_session
-    specs = session.get_inputs()[1:]
-    states = {s.name: np.zeros([1 if not isinstance(d, int) else d for d in s.shape],
-                               np.int64 if "int64" in s.type else np.float32) for s in specs}
-    states["t"][:] = 2  # K = 4 must start at a multiple of 4
-    out = session.run(None, {"magnitude": np.ones((1, 1, N_BINS, 4), np.float32), **states})
-    assert np.isnan(out[0]).all()
-    np.testing.assert_array_equal(out[1], states["t"])
+def test_a_missing_or_foreign_step_graph_is_refused(stateful_card, tmp_path):
+    import shutil
+
+    files = resolve_model(stateful_card)
+    copy = tmp_path / "copy"
+    shutil.copytree(files.folder, copy)
+    (copy / "tiny.stateful" / "step3.onnx").unlink()
+    with pytest.raises(ModelError, match="step3.onnx"):
+        load_backend(resolve_model(copy / "tiny.json"), "onnx", "cpu")
+    # the whole-window graph in a step's place: no step metadata
+    shutil.copyfile(copy / "tiny.onnx", copy / "tiny.stateful" / "step3.onnx")
+    with pytest.raises(ModelError, match="not a vocex stateful step"):
+        load_backend(resolve_model(copy / "tiny.json"), "onnx", "cpu")
 
 
 def test_cards_say_which_form_a_model_streams_in(stateful_card, tmp_path, capsys):
