@@ -160,6 +160,9 @@ class OnnxBackend:
         self.stateful_sessions = []
         stateful = files.path("onnx_stateful")
         if stateful is not None:
+            if not stateful.is_dir():  # a single graph: what vocex-export --stateful wrote before its step folders
+                raise ModelError(f"{stateful}: not a folder of stateful step graphs (export the model again with "
+                                 "vocex-export --stateful)")
             for depth in range(STATEFUL_DEPTHS):
                 session = open_session(stateful / f"step{depth}.onnx")
                 meta = session.get_modelmeta().custom_metadata_map

@@ -192,7 +192,12 @@ def test_a_missing_or_foreign_step_graph_is_refused(stateful_card, tmp_path):
     (copy / "tiny.stateful" / "step3.onnx").unlink()
     with pytest.raises(ModelError, match="step3.onnx"):
         load_backend(resolve_model(copy / "tiny.json"), "onnx", "cpu")
-    # the whole-window graph in a step's place: no step metadata
+    # the whole-window graph in a step's place: no step metadata; in the folder's place: no folder
+    shutil.copyfile(copy / "tiny.onnx", copy / "one.onnx")
+    card = ModelCard.load(copy / "tiny.json")
+    card.replace(files={**card.files, "onnx_stateful": "one.onnx"}).save(copy / "old.json")
+    with pytest.raises(ModelError, match="not a folder of stateful step graphs"):
+        load_backend(resolve_model(copy / "old.json"), "onnx", "cpu")
     shutil.copyfile(copy / "tiny.onnx", copy / "tiny.stateful" / "step3.onnx")
     with pytest.raises(ModelError, match="not a vocex stateful step"):
         load_backend(resolve_model(copy / "tiny.json"), "onnx", "cpu")
