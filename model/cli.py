@@ -56,14 +56,16 @@ def console(prog: str) -> Callable[[Main], Main]:
     return wrap
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, backends: tuple[str, ...] = tuple(BACKENDS)) -> None:
-    """``--model``, ``--backend``, ``--accel``, ``--threads``."""
+def add_model_arguments(parser: argparse.ArgumentParser, backends: tuple[str, ...] = tuple(BACKENDS),
+                        threads_default: str = "the runtime's choice") -> None:
+    """``--model``, ``--backend``, ``--accel``, ``--threads`` (``threads_default`` says what
+    the command does without it)."""
     parser.add_argument("--model", help="model card (.json), weights file, folder, or a shipped model by name: "
                         "default, paper, live, live-ensemble, live-low-delay (default: the shipped model for the job)")
     parser.add_argument("--backend", choices=("auto", *backends), default="auto",
                         help="inference backend (auto: ONNX Runtime, else TorchScript)")
     parser.add_argument("--accel", choices=ACCELS, default="auto", help="CUDA when present (auto), or force one")
-    parser.add_argument("--threads", type=int, help="inference threads (default: the runtime's choice)")
+    parser.add_argument("--threads", type=int, help=f"inference threads (default: {threads_default})")
 
 
 def add_separation_arguments(parser: argparse.ArgumentParser, streaming_help: str) -> None:

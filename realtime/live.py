@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, default=2, help="1 (mono) or 2 (stereo); each separated on its own")
     p.add_argument("--mode", choices=MODES, default="karaoke", help="karaoke: without vocals; vocals: vocals only")
     p.add_argument("--mix", type=float, default=1.0, help="wet amount 0..1 (0 = the dry input)")
-    add_model_arguments(p, backends=("onnx", "torchscript"))
+    add_model_arguments(p, backends=("onnx", "torchscript"), threads_default="1")
     p.add_argument("--hop-batch", help="K: hops per inference, or 'auto': the smallest K whose measured "
                    "inference time takes at most half the time between inferences (default: the model card's)")
     p.add_argument("--lookahead", type=int, help="L: lookahead frames (default: the model card's)")
