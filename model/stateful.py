@@ -16,10 +16,11 @@ still needs of the past:
   input columns are summed at the step where the last of them arrives (the step where the
   level below gets its odd column), so the step the column is due at adds only the taps of
   its new input column.  The odd output column of a transposed convolution (taps 3 and 1 of
-  its kept inputs) is computed at that earlier step too, the step it is due at.  At K = 1 the
-  step where every level is due (every 64th) so computes a fifth of each layer's column; the
-  most work of a period falls on its middle step (``t = 32``), which also sums level 6's
-  kept taps;
+  its kept inputs) is computed at that earlier step too, the step it is due at, except the
+  top level's: the step where every level is due (every 64th) computes it with level 6's
+  column and keeps it (``odd6``), for that step otherwise computes only about a fifth of each
+  layer's column.  At K = 1 that step and the middle one of the period (``t = 32``, which
+  sums level 6's kept taps) hold the most work;
 * the normalisation's peaks of the newest ``peak_frames`` columns (below), and the position
   ``t`` of the next frame within the 64-frame period.
 
@@ -48,6 +49,7 @@ states as explicit inputs and outputs; the ONNX backend runs the graph of each s
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from pathlib import Path
 
@@ -165,7 +167,7 @@ class StatefulUNet(nn.Module):
             layer = self.unet.encoder[lv - 1]
             if lv <= batched:
                 level.append(layer(s))
-            elif lv <= depth:  # the kept taps were summed a step ago: add the new column's
+            elif lv <= depth:  # the kept taps were summed at an earlier step: add the new column's
                 y = F.conv2d(level[lv - 1], getattr(self, f"enc_new_{lv}"), layer[0].bias, stride=2, padding=(2, 0))
                 level.append(layer[2](layer[1](epart[lv - 1] + y)))
             else:  # level lv's next column is due at a later step: sum the taps of what is kept
@@ -244,8 +246,8 @@ def _as_polyphase_conv(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.
     3 and padding 1 in frequency giving both output phases: output bin ``2 p`` reads input
     bins ``p + 1, p, p - 1`` by taps 0, 2, 4, bin ``2 p + 1`` bins ``p + 1, p`` by taps 1, 3.
     Returns the convolution's weight ``(2 out, in, 3, 1)`` (even bins' channels, then odd
-    bins') and bias.  ONNX Runtime runs a convolution of these shapes several times faster than
-    the transposed one."""
+    bins') and bias.  ONNX Runtime runs it faster than the transposed convolution (the deepest
+    step of a width-8 network in its own session: 1.23 against 1.56 ms)."""
     w = weight[..., 0].transpose(0, 1)  # (out, in, 5)
     zero = torch.zeros_like(w[..., 0])
     even = torch.stack([w[..., 4], w[..., 2], w[..., 0]], dim=-1)  # kernel over input bins p - 1, p, p + 1
@@ -288,7 +290,7 @@ def _weights_as_initializers(model) -> None:  # onnx.ModelProto, changed in plac
     keep = []
     for node in model.graph.node:
         if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value" \
-                and node.attribute[0].t.dims and _numel(node.attribute[0].t.dims) >= 64:
+                and node.attribute[0].t.dims and math.prod(node.attribute[0].t.dims) >= 64:
             tensor = node.attribute[0].t
             tensor.name = node.output[0]
             model.graph.initializer.append(tensor)
@@ -296,13 +298,6 @@ def _weights_as_initializers(model) -> None:  # onnx.ModelProto, changed in plac
             keep.append(node)
     del model.graph.node[:]
     model.graph.node.extend(keep)
-
-
-def _numel(dims) -> int:
-    n = 1
-    for d in dims:
-        n *= d
-    return n
 
 
 def export_stateful_onnx(stateful: StatefulUNet, dest: Path, opset: int) -> None:
