@@ -28,7 +28,27 @@ from vocex.model.errors import ModelError
 
 ACCELS = ("auto", "cpu", "cuda")
 STATEFUL_PERIOD = 64  # 2 ** the U-Net's six stride-2 layers: the stateful form's phase period
-STATEFUL_DEPTHS = 7  # a step's depth (the levels that get a column) is 0..6: one ONNX graph each
+# At K = 1 the work that would otherwise fall on the two heaviest steps of a period (its first
+# and middle) runs at odd steps, which get no new column: phase -> (what, level).  "pair": the
+# decoder at input level L computes its odd output column (kept as state oddL until due) and
+# the kept taps of its next even one; "epart": encoder level L sums the taps of its kept
+# columns.  Each window is legal: a pair after its level's column arrives and before its odd
+# column is due, a sum after the level below got its odd column (vocex.model.stateful).
+STATEFUL_MOVED = {1: ("pair", 6), 3: ("pair", 5), 35: ("pair", 5), 17: ("epart", 5), 49: ("epart", 5),
+                  33: ("epart", 6)}
+STATEFUL_ODD_LEVELS = (5, 6)
+
+
+def stateful_graph(t: int) -> str:
+    """The stem of the ONNX graph (``vocex-export --stateful``) of the one-column step at stream
+    position ``t``: ``step{depth}``, or ``phase{t}`` where it runs moved work."""
+    phase = t % STATEFUL_PERIOD
+    return f"phase{phase}" if phase in STATEFUL_MOVED else f"step{step_depth(phase)}"
+
+
+def stateful_graphs() -> list[str]:
+    """Every stem :func:`stateful_graph` gives."""
+    return sorted({stateful_graph(t) for t in range(STATEFUL_PERIOD)})
 
 
 @dataclass(frozen=True)
@@ -156,25 +176,25 @@ class OnnxBackend:
             if shape[:-1] != probe.shape[:-1] or not 0 < self.newest_frames < self.card.context_frames:
                 raise ModelError(f"{newest}: output shape {shape} is not the newest columns of its card's window")
 
-        # the stateful form's step graphs (vocex-export --stateful), if any: one per depth
-        self.stateful_sessions = []
+        # the stateful form's step graphs (vocex-export --stateful), if any: {stem: session}
+        self.stateful_sessions = {}
         stateful = files.path("onnx_stateful")
         if stateful is not None:
             if not stateful.is_dir():  # a single graph: what vocex-export --stateful wrote before its step folders
                 raise ModelError(f"{stateful}: not a folder of stateful step graphs (export the model again with "
                                  "vocex-export --stateful)")
-            for depth in range(STATEFUL_DEPTHS):
-                session = open_session(stateful / f"step{depth}.onnx")
+            for stem in stateful_graphs():
+                session = open_session(stateful / f"{stem}.onnx")
                 meta = session.get_modelmeta().custom_metadata_map
                 names = [i.name for i in session.get_inputs()]
-                if meta.get("depth") != str(depth) or meta.get("peak_frames") is None:
-                    raise ModelError(f"{stateful}: step{depth}.onnx is not a vocex stateful step (no depth / "
+                if meta.get("step") != stem or meta.get("peak_frames") is None:
+                    raise ModelError(f"{stateful}: {stem}.onnx is not a vocex stateful step (no step / "
                                      "peak_frames metadata)")
                 if names[0] != "magnitude" or not set(names[1:]) <= set(stateful_state_names()) \
                         or meta["peak_frames"] != str(self.card.stateful_peak_frames):
-                    raise ModelError(f"{stateful}: step{depth}.onnx's inputs or peak_frames ({meta['peak_frames']}) "
+                    raise ModelError(f"{stateful}: {stem}.onnx's inputs or peak_frames ({meta['peak_frames']}) "
                                      f"do not match its card ({self.card.stateful_peak_frames})")
-                self.stateful_sessions.append(session)
+                self.stateful_sessions[stem] = session
         elif self.card.streaming == "stateful":
             raise ModelError(f"{files.card_path}: the card streams statefully but lists no onnx_stateful graphs "
                              "(run vocex-export --stateful)")
@@ -201,8 +221,9 @@ class OnnxBackend:
 def stateful_state_names() -> list[str]:
     """The stateful form's states, in order (vocex.model.stateful): the stream position ``t``,
     the normalisation's ``peaks``, then per layer ``enc1..6``, ``dec1..6``, ``epart1..6`` and
-    ``dpart1..6``, and ``odd6``."""
-    return ["t", "peaks", *(f"{kind}{i}" for kind in ("enc", "dec", "epart", "dpart") for i in range(1, 7)), "odd6"]
+    ``dpart1..6``, and ``odd5``, ``odd6``."""
+    return ["t", "peaks", *(f"{kind}{i}" for kind in ("enc", "dec", "epart", "dpart") for i in range(1, 7)),
+            *(f"odd{i}" for i in STATEFUL_ODD_LEVELS)]
 
 
 def step_depth(t: int) -> int:
@@ -248,27 +269,28 @@ class StatefulStream:
 
 
 class _OnnxStatefulStream(StatefulStream):
-    """One column a step, by the graph of the step's depth.  Two preallocated sets of states,
-    each bound once per graph to an IOBinding as the other's output: a step copies the column
-    in, runs the graph of its depth, and swaps the sets."""
+    """One column a step, by the step's graph (:func:`stateful_graph`).  Two preallocated sets
+    of states, each bound once per graph to an IOBinding as the other's output: a step copies
+    the column in, runs its graph, and swaps the sets."""
 
-    def __init__(self, sessions: list, card: ModelCard, n_items: int, hop_batch: int) -> None:
+    def __init__(self, sessions: dict, card: ModelCard, n_items: int, hop_batch: int) -> None:
         import onnxruntime as ort
 
         super().__init__(card, n_items, hop_batch, (1,))
-        self.sessions = sessions
+        # the session and bindings of each position in the period
+        self.sessions = [sessions[stateful_graph(t)] for t in range(STATEFUL_PERIOD)]
         self.out = np.zeros_like(self.columns)
         names = stateful_state_names()
-        shapes = _state_shapes(sessions, n_items)
+        shapes = _state_shapes(list(sessions.values()), n_items)
         self.sets = [{name: np.zeros(*shapes[name]) for name in names} for _ in range(2)]
         value = ort.OrtValue.ortvalue_from_numpy
         self._values = [value(self.columns), value(self.out)]
         values = [{name: value(a) for name, a in states.items()} for states in self.sets]  # kept alive
         self._values += values
-        self.bindings = []  # [state set][depth]
+        self.bindings = []  # [state set][position]
         for a in range(2):
-            per_depth = []
-            for session in sessions:
+            per_stem = {}
+            for stem, session in sessions.items():
                 io = session.io_binding()
                 io.bind_ortvalue_input("magnitude", self._values[0])
                 io.bind_ortvalue_output("mask", self._values[1])
@@ -276,13 +298,12 @@ class _OnnxStatefulStream(StatefulStream):
                     io.bind_ortvalue_input(spec.name, values[a][spec.name])
                 for name in names:
                     io.bind_ortvalue_output(f"{name}_out", values[1 - a][name])
-                per_depth.append(io)
-            self.bindings.append(per_depth)
+                per_stem[stem] = io
+            self.bindings.append([per_stem[stateful_graph(t)] for t in range(STATEFUL_PERIOD)])
         self.t = self.current = 0
 
     def _step(self, out: NDArray[np.float32]) -> None:
-        depth = step_depth(self.t)
-        self.sessions[depth].run_with_iobinding(self.bindings[self.current][depth])
+        self.sessions[self.t].run_with_iobinding(self.bindings[self.current][self.t])
         self.current ^= 1
         self.t = (self.t + 1) % STATEFUL_PERIOD
         out[...] = self.out

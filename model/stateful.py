@@ -16,11 +16,12 @@ still needs of the past:
   input columns are summed at the step where the last of them arrives (the step where the
   level below gets its odd column), so the step the column is due at adds only the taps of
   its new input column.  The odd output column of a transposed convolution (taps 3 and 1 of
-  its kept inputs) is computed at that earlier step too, the step it is due at, except the
-  top level's: the step where every level is due (every 64th) computes it with level 6's
-  column and keeps it (``odd6``), for that step otherwise computes only about a fifth of each
-  layer's column.  At K = 1 that step and the middle one of the period (``t = 32``, which
-  sums level 6's kept taps) hold the most work;
+  its kept inputs) is computed at that earlier step too, the step it is due at.  The step
+  where every level is due (every 64th) so computes about a fifth of each layer's column;
+* at K = 1, the top two levels' kept taps and odd columns (``odd5``, ``odd6``, kept until
+  due) at odd steps, where no level gets a column
+  (:data:`~vocex.model.backends.STATEFUL_MOVED`), instead of the steps of depth 4 and 5
+  that the rule above gives: no step of a period then does more than the step of depth 6;
 * the normalisation's peaks of the newest ``peak_frames`` columns (below), and the position
   ``t`` of the next frame within the 64-frame period.
 
@@ -42,8 +43,9 @@ has no stream form: each column is divided by the peak of the newest ``peak_fram
 columns up to it (the card's ``peak_frames``, by default ``context_frames``: what the window
 form divides its newest column by).  Batch norm (eval) and the activations act per column.
 
-:func:`export_stateful_onnx` writes the one-column step of each depth as an ONNX graph, the
-states as explicit inputs and outputs; the ONNX backend runs the graph of each step's depth.
+:func:`export_stateful_onnx` writes the one-column step of each depth, and of each phase that
+runs moved work, as an ONNX graph, the states as explicit inputs and outputs; the ONNX
+backend runs the graph of each step's position (:func:`~vocex.model.backends.stateful_graph`).
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from vocex.model.backends import STATEFUL_PERIOD, stateful_state_names, step_depth
+from vocex.model.backends import (STATEFUL_MOVED, STATEFUL_ODD_LEVELS, STATEFUL_PERIOD, stateful_graphs,
+                                  stateful_state_names, step_depth)
 from vocex.model.unet import N_LAYERS, UNet, sliding_peak_normalise
 
 assert STATEFUL_PERIOD == 2**N_LAYERS
@@ -86,6 +89,7 @@ class StatefulUNet(nn.Module):
         self.unet = unet.eval()
         self.n_bins, self.peak_frames = n_bins, peak_frames
         self.widths = [layer[0].out_channels for layer in unet.encoder]  # level l has widths[l - 1]
+        self.dec_out = [layer[0].out_channels for layer in unet.decoder]
         for l, layer in enumerate(unet.encoder, start=1):
             # encoder layer l by time tap: taps 0-3 read the 4 kept columns, tap 4 the new one
             w = layer[0].weight.detach()  # (out, in, 5, 5)
@@ -117,14 +121,15 @@ class StatefulUNet(nn.Module):
         ``t`` (1,), ``peaks`` (batch, peak_frames), ``enc1..6`` (batch, channels, bins, 4) of
         levels 0..5, ``dec1..6`` (batch, channels, bins, 2) of the decoder inputs of levels
         1..6, ``epart1..6`` (batch, channels, bins, 1) of encoder levels 1..6 and ``dpart1..6``
-        (batch, channels, bins, 1) of the up columns of levels 0..5: the partial sums; ``odd6``
-        (as ``dpart6``): level 5's odd up column, computed with level 6's column."""
+        (batch, channels, bins, 1) of the up columns of levels 0..5: the partial sums; ``odd5``,
+        ``odd6`` (as ``dpart5``, ``dpart6``): the odd up columns of levels 4 and 5 computed
+        before they are due."""
         w, nb = self.widths, self.n_bins
         enc = [(batch, 1 if l == 1 else w[l - 2], nb >> (l - 1), 4) for l in range(1, N_LAYERS + 1)]
         dec = [(batch, w[L - 1] * (1 if L == N_LAYERS else 2), nb >> L, 2) for L in range(1, N_LAYERS + 1)]
         epart = [(batch, w[l - 1], nb >> l, 1) for l in range(1, N_LAYERS + 1)]
         dpart = [(batch, 1 if L == 1 else w[L - 2], nb >> (L - 1), 1) for L in range(1, N_LAYERS + 1)]
-        return [(1,), (batch, self.peak_frames), *enc, *dec, *epart, *dpart, dpart[-1]]
+        return [(1,), (batch, self.peak_frames), *enc, *dec, *epart, *dpart, *(dpart[lv - 1] for lv in STATEFUL_ODD_LEVELS)]
 
     def initial_states(self, batch: int) -> tuple[torch.Tensor, ...]:
         """The states of a stream before its frame 0: silence before the signal, ``t = 0``."""
@@ -140,20 +145,24 @@ class StatefulUNet(nn.Module):
         if k < 1 or k > STATEFUL_PERIOD or k & (k - 1) or t % k:
             raise ValueError(f"a step takes a power of two of columns up to {STATEFUL_PERIOD} that divides "
                              f"the stream position {t}, got {k}")
-        return self.step_at_depth(columns, states, step_depth(t))
+        return self.step_at_depth(columns, states, step_depth(t), t if k == 1 else None)
 
     def step_at_depth(self, x: torch.Tensor, states: tuple[torch.Tensor, ...] | list[torch.Tensor],
-                      depth: int) -> tuple[torch.Tensor, ...]:
-        """:meth:`step` with the depth given (levels ``1..depth`` get new columns): a fixed
-        graph for each K and depth, which :func:`export_stateful_onnx` traces."""
-        k = x.shape[-1]
-        batched = int(k).bit_length() - 1  # levels 1..batched get K / 2**l >= 1 columns every step
+                      depth: int, phase: int | None = None) -> tuple[torch.Tensor, ...]:
+        """:meth:`step` with the depth given (levels ``1..depth`` get new columns) and, at K = 1,
+        the position ``phase`` in the period where it runs work of
+        :data:`~vocex.model.backends.STATEFUL_MOVED`: a fixed graph for each K and depth (and
+        moved phase), which :func:`export_stateful_onnx` traces."""
+        k = int(x.shape[-1])
+        batched = k.bit_length() - 1  # levels 1..batched get K / 2**l >= 1 columns every step
+        moved = {level for _, level in STATEFUL_MOVED.values()} if k == 1 else set()  # worked at set phases
+        here = STATEFUL_MOVED.get(phase) if k == 1 else None
         t, peaks = states[0], states[1]
         enc = list(states[2 : 2 + N_LAYERS])
         dec = list(states[2 + N_LAYERS : 2 + 2 * N_LAYERS])
         epart = list(states[2 + 2 * N_LAYERS : 2 + 3 * N_LAYERS])
         dpart = list(states[2 + 3 * N_LAYERS : 2 + 4 * N_LAYERS])
-        odd = states[2 + 4 * N_LAYERS]
+        odd = dict(zip(STATEFUL_ODD_LEVELS, states[2 + 4 * N_LAYERS :]))
         # normalisation: column i by the peak of the newest peak_frames columns up to it
         seq = torch.cat([peaks, torch.amax(x, dim=(1, 2))], dim=1)  # (batch, peak_frames + K)
         col_peak = F.max_pool1d(seq[:, None, 1:], self.peak_frames, 1)[:, 0]
@@ -170,10 +179,13 @@ class StatefulUNet(nn.Module):
             elif lv <= depth:  # the kept taps were summed at an earlier step: add the new column's
                 y = F.conv2d(level[lv - 1], getattr(self, f"enc_new_{lv}"), layer[0].bias, stride=2, padding=(2, 0))
                 level.append(layer[2](layer[1](epart[lv - 1] + y)))
-            else:  # level lv's next column is due at a later step: sum the taps of what is kept
-                new_epart[lv - 1] = F.conv2d(s[..., -4:], getattr(self, f"enc_old_{lv}"), None, stride=2,
-                                             padding=(2, 0))
-        new_dec, new_dpart, new_odd = list(dec), list(dpart), odd
+            elif lv not in moved:  # level lv's next column is due at a later step: sum the taps of what is kept
+                new_epart[lv - 1] = self._kept_taps(lv, new_enc[lv - 1])
+        if here is not None and here[0] == "epart":  # its input has not changed since it last got a column
+            new_epart[here[1] - 1] = self._kept_taps(here[1], enc[here[1] - 1])
+        new_dec, new_dpart, new_odd = list(dec), list(dpart), dict(odd)
+        if here is not None and here[0] == "pair":  # its input has not changed since it last got a column
+            new_dpart[here[1] - 1], new_odd[here[1]] = self._pair(N_LAYERS - here[1], dec[here[1] - 1])
         up = None
         for i, layer in enumerate(self.unet.decoder):
             lv = N_LAYERS - i  # input level; output level lv - 1
@@ -183,28 +195,29 @@ class StatefulUNet(nn.Module):
                 new_dec[lv - 1] = s[..., -2:]
                 if lv <= batched:
                     up = self._deconv(i, s)  # 2 n[lv] = n[lv - 1] columns of level lv - 1
-                    continue
-                # the even column: its kept taps were summed at an earlier step
-                y = self._up(inp, "new", i)
-                up = self._activate(i, dpart[lv - 1] + y)
-                if lv == N_LAYERS:  # the top level's odd column and next sums now: its step is light
-                    new_dpart[lv - 1], new_odd = self._pair(i, new_dec[lv - 1])
-            elif lv == depth + 1:  # the odd column now, and the kept taps of the next even one
-                if lv == N_LAYERS:
-                    up = self._activate(i, odd)
-                else:
+                else:  # the even column: its kept taps were summed at an earlier step
+                    up = self._activate(i, dpart[lv - 1] + self._up(inp, "new", i, 1))
+            elif lv == depth + 1:  # the odd column is due
+                if lv in moved:  # computed at an earlier step
+                    up = self._activate(i, odd[lv])
+                else:  # now, with the kept taps of the next even one
                     new_dpart[lv - 1], y = self._pair(i, dec[lv - 1])
                     up = self._activate(i, y)
         assert up is not None
         new_t = torch.remainder(t + k, STATEFUL_PERIOD)
         new_peaks = seq[:, k:]
-        return (up, new_t, new_peaks, *new_enc, *new_dec, *new_epart, *new_dpart, new_odd)
+        return (up, new_t, new_peaks, *new_enc, *new_dec, *new_epart, *new_dpart,
+                *(new_odd[lv] for lv in STATEFUL_ODD_LEVELS))
+
+    def _kept_taps(self, lv: int, kept: torch.Tensor) -> torch.Tensor:
+        """Encoder layer ``lv``'s taps 0-3 on its 4 kept input columns (before the bias)."""
+        return F.conv2d(kept, getattr(self, f"enc_old_{lv}"), None, stride=2, padding=(2, 0))
 
     def _pair(self, i: int, kept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoder layer ``i`` on its 2 kept input columns ``m - 1, m``: the taps of the even
         output ``2 m + 2`` that read them, and the odd output ``2 m + 1`` (before batch norm)."""
-        y = self._up(torch.cat([kept[..., :1], kept[..., 1:]], dim=1), "pair", i)
-        out = y.shape[1] // 2
+        y = self._up(torch.cat([kept[..., :1], kept[..., 1:]], dim=1), "pair", i, 1)
+        out = self.dec_out[i]
         return y[:, :out], y[:, out:]
 
     def _activate(self, i: int, x: torch.Tensor) -> torch.Tensor:
@@ -213,20 +226,21 @@ class StatefulUNet(nn.Module):
             x = sub(x)
         return x
 
-    def _up(self, x: torch.Tensor, name: str, i: int) -> torch.Tensor:
+    def _up(self, x: torch.Tensor, name: str, i: int, columns: int) -> torch.Tensor:
         """The transposed convolution (stride 2 in frequency, 1 in time) of buffers ``name_i``
-        and ``name_bias_i`` (:func:`_as_polyphase_conv`) on ``x``: twice the bins."""
+        and ``name_bias_i`` (:func:`_as_polyphase_conv`) on ``x`` (``columns`` wide): twice the
+        bins.  The shapes are Python numbers, so a traced graph holds no shape arithmetic."""
         y = F.conv2d(x, getattr(self, f"{name}_{i}"), getattr(self, f"{name}_bias_{i}"), padding=(1, 0))
-        b, c2, f, t = y.shape
-        return y.reshape(b, 2, c2 // 2, f, t).permute(0, 2, 3, 1, 4).reshape(b, c2 // 2, 2 * f, t)
+        out, bins = self.dec_out[i] * (1 if name == "new" else 2), self.n_bins >> (N_LAYERS - i)
+        return y.reshape(-1, 2, out, bins, columns).permute(0, 2, 3, 1, 4).reshape(-1, out, 2 * bins, columns)
 
     def _deconv(self, i: int, s: torch.Tensor) -> torch.Tensor:
         """Decoder layer ``i`` on its input columns ``s`` (2 of the past, then n new): its 2 n
         output columns, activations included."""
-        n = s.shape[-1] - 2
+        n = int(s.shape[-1]) - 2
         stacked = torch.cat([s[..., :n], s[..., 1 : n + 1], s[..., 2:]], dim=1)  # inputs m-2, m-1, m
-        y = self._up(stacked, "taps", i)
-        out = y.shape[1] // 2
+        y = self._up(stacked, "taps", i, n)
+        out = self.dec_out[i]
         return self._activate(i, torch.stack([y[:, :out], y[:, out:]], dim=-1).flatten(-2))  # columns 2m, 2m+1, ...
 
     # -- the reference ------------------------------------------------------------------------
@@ -256,17 +270,17 @@ def _as_polyphase_conv(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.
 
 
 class _Step(nn.Module):
-    """One (K, depth) step as a module, for tracing."""
+    """One step (K, depth, moved phase) as a module, for tracing."""
 
-    def __init__(self, stateful: StatefulUNet, depth: int) -> None:
+    def __init__(self, stateful: StatefulUNet, depth: int, phase: int | None) -> None:
         super().__init__()
-        self.stateful, self.depth = stateful, depth
+        self.stateful, self.depth, self.phase = stateful, depth, phase
 
     def forward(self, columns: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.stateful.step_at_depth(columns, states, self.depth)
+        return self.stateful.step_at_depth(columns, states, self.depth, self.phase)
 
 
-def _trace(stateful: StatefulUNet, k: int, depth: int, opset: int):  # -> onnx.ModelProto
+def _trace(stateful: StatefulUNet, k: int, depth: int, opset: int, phase: int | None = None):  # -> onnx.ModelProto
     import onnx
 
     names = stateful_state_names()
@@ -278,7 +292,7 @@ def _trace(stateful: StatefulUNet, k: int, depth: int, opset: int):  # -> onnx.M
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message="Constant folding")
-        torch.onnx.export(_Step(stateful, depth).eval(), example, buf, dynamo=False, opset_version=opset,
+        torch.onnx.export(_Step(stateful, depth, phase).eval(), example, buf, dynamo=False, opset_version=opset,
                           input_names=["magnitude", *names], output_names=["mask", *(f"{s}_out" for s in names)],
                           dynamic_axes=dynamic)
     return onnx.load_from_string(buf.getvalue())
@@ -301,13 +315,15 @@ def _weights_as_initializers(model) -> None:  # onnx.ModelProto, changed in plac
 
 
 def export_stateful_onnx(stateful: StatefulUNet, dest: Path, opset: int) -> None:
-    """Write the folder ``dest`` (which must not exist): ``step{d}.onnx``, the one-column step of
-    depth ``d`` for ``d = 0..6``, their weights stored once in ``weights`` beside them.  Each
-    graph takes ``magnitude`` ``(batch, 1, n_bins, 1)`` and the states it reads (names from
+    """Write the folder ``dest`` (which must not exist): a graph ``STEM.onnx`` of the one-column
+    step for every stem of :func:`~vocex.model.backends.stateful_graphs` (``step{d}``: the
+    step of depth ``d``; ``phase{t}``: the step at position ``t`` of the period, which also
+    runs moved work), their weights stored once in ``weights`` beside them.  Each graph takes
+    ``magnitude`` ``(batch, 1, n_bins, 1)`` and the states it reads (names from
     :func:`~vocex.model.backends.stateful_state_names`) and returns ``mask`` and every state
-    as ``NAME_out``; its metadata ``depth`` and ``peak_frames`` say what it is.
+    as ``NAME_out``; its metadata ``step`` (the stem) and ``peak_frames`` say what it is.
 
-    One graph per depth, not one graph choosing its step by ``If`` nodes: ONNX Runtime
+    One graph per kind of step, not one graph choosing its step by ``If`` nodes: ONNX Runtime
     re-lays out the convolutions of a model's main graph for its fastest CPU kernels but not
     those of a subgraph, and each ``If`` level copies every state; a step in its own session
     runs in about two thirds of the time (the deepest) to two fifths (the lightest)."""
@@ -316,11 +332,13 @@ def export_stateful_onnx(stateful: StatefulUNet, dest: Path, opset: int) -> None
     dest.mkdir()
     graphs = []
     with torch.no_grad():
-        for depth in range(N_LAYERS + 1):
-            model = _trace(stateful, 1, depth, opset)
+        for stem in stateful_graphs():
+            phase = int(stem[5:]) if stem.startswith("phase") else None
+            depth = step_depth(phase) if phase is not None else int(stem[4:])
+            model = _trace(stateful, 1, depth, opset, phase)
             _weights_as_initializers(model)
-            for key, value in (("depth", str(depth)), ("peak_frames", str(stateful.peak_frames))):
+            for key, value in (("step", stem), ("peak_frames", str(stateful.peak_frames))):
                 model.metadata_props.add(key=key, value=value)
-            graphs.append(dest / f"step{depth}.onnx")
+            graphs.append(dest / f"{stem}.onnx")
             graphs[-1].write_bytes(model.SerializeToString())
     share_weights(graphs, dest / "weights")

@@ -10,8 +10,8 @@ from tests.conftest import make_model, randomised
 
 torch = pytest.importorskip("torch")
 
-from vocex.model.backends import (STATEFUL_DEPTHS, ModelError, load_backend, resolve_model,  # noqa: E402
-                                  stateful_state_names, step_depth)
+from vocex.model.backends import (ModelError, load_backend, resolve_model, stateful_graph,  # noqa: E402
+                                  stateful_graphs, stateful_state_names, step_depth)
 from vocex.model.card import CardError, ModelCard  # noqa: E402
 from vocex.model.export import export, main as export_main  # noqa: E402
 from vocex.model.stateful import StatefulUNet  # noqa: E402
@@ -94,10 +94,11 @@ def test_a_stream_restarted_from_initial_states_equals_the_network_on_the_rest(k
 def test_each_step_computes_only_its_share_of_the_new_columns():
     """At K = 1 the 64 steps of a period compute together what the offline network computes
     for 64 frames (nothing twice; the transposed convolutions run as convolutions with one
-    zero tap in six, 1.2 times their work), and no step more than a fifth of it: a level's
-    kept taps are summed at an earlier step than the one its column is due at, so the
-    deepest step (every level) does little more than the taps of its new columns.  Computing
-    every level's column whole there would be about 0.29 of the period at this width."""
+    zero tap in six, 1.2 times their work), and no step more than 8 % of it: a level's kept
+    taps are summed at an earlier step than the one its column is due at, and the top two
+    levels' at odd steps, so the deepest step (every level) does little more than the taps of
+    its new columns.  Computing every level's column whole there would be about 0.29 of the
+    period at this width, leaving the top levels' sums on the depth 4 and 5 steps 0.107."""
     from torch.utils.flop_counter import FlopCounterMode
 
     net = StatefulUNet(_random_causal(4), N_BINS, 64)
@@ -112,7 +113,7 @@ def test_each_step_computes_only_its_share_of_the_new_columns():
             net.unet.forward_scaled(_magnitude(1, 64, 5))
     period = flops[64:]  # a period after the stream's start
     assert counter.get_total_flops() <= sum(period) <= 1.2 * counter.get_total_flops()
-    assert max(period) <= 0.2 * sum(period)
+    assert max(period) <= 0.08 * sum(period)
     assert [step_depth(t) for t in (0, 1, 2, 3, 4, 8, 12, 32, 64, 96)] == [6, 0, 1, 0, 2, 3, 2, 5, 6, 5]
 
 
@@ -141,9 +142,10 @@ def test_export_writes_the_stateful_graph_and_marks_the_card(stateful_card):
     assert files.card.streaming == "stateful" and files.card.peak_frames == 48
     folder = files.path("onnx_stateful")
     assert files.card.files["onnx_stateful"] == "tiny.stateful" and folder.is_dir()
-    assert sorted(p.name for p in folder.iterdir()) == [f"step{d}.onnx" for d in range(STATEFUL_DEPTHS)] + ["weights"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted([f"{s}.onnx" for s in stateful_graphs()] + ["weights"])
+    assert {f"step{d}" for d in range(7)} <= set(stateful_graphs())
     backend = load_backend(files, "onnx", "cpu", threads=1)
-    for session in backend.stateful_sessions:
+    for session in backend.stateful_sessions.values():
         assert [o.name for o in session.get_outputs()] == ["mask", *(f"{s}_out" for s in stateful_state_names())]
     # the weights are stored once: the steps' graphs hold none, the shared file about the network's
     net_bytes = sum(p.numel() * 4 for p in load_backend(files, "eager", "cpu").module.parameters())
