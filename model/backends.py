@@ -269,50 +269,53 @@ class StatefulStream:
 
 
 class _OnnxStatefulStream(StatefulStream):
-    """One column a step, by the step's graph (:func:`stateful_graph`).  Two preallocated sets
-    of states, each bound once per graph to an IOBinding as the other's output: a step copies
-    the column in, runs its graph, and swaps the sets."""
+    """One column a step, by the step's graph (:func:`stateful_graph`).  Each state has two
+    preallocated buffers: a graph reads the current one and writes the other, for the states
+    it changes only (the rest stay where they are, uncopied).  Which buffer is current thus
+    follows from the stream position, so each position of two periods (after which every
+    state has changed an even number of times) has an IOBinding, bound once."""
 
     def __init__(self, sessions: dict, card: ModelCard, n_items: int, hop_batch: int) -> None:
         import onnxruntime as ort
 
         super().__init__(card, n_items, hop_batch, (1,))
-        # the session and bindings of each position in the period
-        self.sessions = [sessions[stateful_graph(t)] for t in range(STATEFUL_PERIOD)]
         self.out = np.zeros_like(self.columns)
         names = stateful_state_names()
         shapes = _state_shapes(list(sessions.values()), n_items)
-        self.sets = [{name: np.zeros(*shapes[name]) for name in names} for _ in range(2)]
+        self.buffers = {name: [np.zeros(*shapes[name]) for _ in range(2)] for name in names}
         value = ort.OrtValue.ortvalue_from_numpy
-        self._values = [value(self.columns), value(self.out)]
-        values = [{name: value(a) for name, a in states.items()} for states in self.sets]  # kept alive
-        self._values += values
-        self.bindings = []  # [state set][position]
-        for a in range(2):
-            per_stem = {}
-            for stem, session in sessions.items():
-                io = session.io_binding()
-                io.bind_ortvalue_input("magnitude", self._values[0])
-                io.bind_ortvalue_output("mask", self._values[1])
-                for spec in session.get_inputs()[1:]:
-                    io.bind_ortvalue_input(spec.name, values[a][spec.name])
-                for name in names:
-                    io.bind_ortvalue_output(f"{name}_out", values[1 - a][name])
-                per_stem[stem] = io
-            self.bindings.append([per_stem[stateful_graph(t)] for t in range(STATEFUL_PERIOD)])
-        self.t = self.current = 0
+        columns, mask = value(self.columns), value(self.out)
+        values = {name: [value(a) for a in pair] for name, pair in self.buffers.items()}
+        self._values = (columns, mask, values)  # kept alive
+        current = dict.fromkeys(names, 0)
+        self.steps = []
+        for t in range(2 * STATEFUL_PERIOD):
+            session = sessions[stateful_graph(t)]
+            io = session.io_binding()
+            io.bind_ortvalue_input("magnitude", columns)
+            io.bind_ortvalue_output("mask", mask)
+            for spec in session.get_inputs()[1:]:
+                io.bind_ortvalue_input(spec.name, values[spec.name][current[spec.name]])
+            for spec in session.get_outputs()[1:]:
+                name = spec.name.removesuffix("_out")
+                current[name] ^= 1
+                io.bind_ortvalue_output(spec.name, values[name][current[name]])
+            self.steps.append((session, io))
+        if any(current.values()):
+            raise ModelError("the stateful step graphs change a state an odd number of times in a period")
+        self.t = 0
 
     def _step(self, out: NDArray[np.float32]) -> None:
-        self.sessions[self.t].run_with_iobinding(self.bindings[self.current][self.t])
-        self.current ^= 1
-        self.t = (self.t + 1) % STATEFUL_PERIOD
+        session, io = self.steps[self.t]
+        session.run_with_iobinding(io)
+        self.t = (self.t + 1) % len(self.steps)
         out[...] = self.out
 
     def reset(self) -> None:
-        for states in self.sets:
-            for a in states.values():
+        for pair in self.buffers.values():
+            for a in pair:
                 a[...] = 0
-        self.current = self.t = 0
+        self.t = 0
 
 
 def _state_shapes(sessions: list, n_items: int) -> dict[str, tuple[tuple[int, ...], type]]:

@@ -270,14 +270,19 @@ def _as_polyphase_conv(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.
 
 
 class _Step(nn.Module):
-    """One step (K, depth, moved phase) as a module, for tracing."""
+    """One step (K, depth, moved phase) as a module, for tracing: the mask and the states the
+    step changes (``changed``, indices into the states; set by the first call)."""
 
     def __init__(self, stateful: StatefulUNet, depth: int, phase: int | None) -> None:
         super().__init__()
         self.stateful, self.depth, self.phase = stateful, depth, phase
+        self.changed: list[int] | None = None
 
     def forward(self, columns: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.stateful.step_at_depth(columns, states, self.depth, self.phase)
+        mask, *new = self.stateful.step_at_depth(columns, states, self.depth, self.phase)
+        if self.changed is None:  # a state the step passes through is the same tensor
+            self.changed = [i for i, (a, b) in enumerate(zip(states, new)) if a is not b]
+        return (mask, *(new[i] for i in self.changed))
 
 
 def _trace(stateful: StatefulUNet, k: int, depth: int, opset: int, phase: int | None = None):  # -> onnx.ModelProto
@@ -285,16 +290,17 @@ def _trace(stateful: StatefulUNet, k: int, depth: int, opset: int, phase: int | 
 
     names = stateful_state_names()
     example = (torch.rand(1, 1, stateful.n_bins, k), *stateful.initial_states(1))
+    step = _Step(stateful, depth, phase).eval()
+    step(*example)  # which states it changes: only those are outputs (a copy of the rest would cost)
     batch = {0: "batch"}
-    dynamic = {"magnitude": batch, "mask": batch,
-               **{s: batch for s in names[1:]}, **{f"{s}_out": batch for s in names[1:]}}
+    dynamic = {"magnitude": batch, "mask": batch, **{s: batch for s in names[1:]},
+               **{f"{names[i]}_out": batch for i in step.changed if i > 0}}
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message="Constant folding")
-        torch.onnx.export(_Step(stateful, depth, phase).eval(), example, buf, dynamo=False, opset_version=opset,
-                          input_names=["magnitude", *names], output_names=["mask", *(f"{s}_out" for s in names)],
-                          dynamic_axes=dynamic)
+        torch.onnx.export(step, example, buf, dynamo=False, opset_version=opset, input_names=["magnitude", *names],
+                          output_names=["mask", *(f"{names[i]}_out" for i in step.changed)], dynamic_axes=dynamic)
     return onnx.load_from_string(buf.getvalue())
 
 
@@ -320,8 +326,9 @@ def export_stateful_onnx(stateful: StatefulUNet, dest: Path, opset: int) -> None
     step of depth ``d``; ``phase{t}``: the step at position ``t`` of the period, which also
     runs moved work), their weights stored once in ``weights`` beside them.  Each graph takes
     ``magnitude`` ``(batch, 1, n_bins, 1)`` and the states it reads (names from
-    :func:`~vocex.model.backends.stateful_state_names`) and returns ``mask`` and every state
-    as ``NAME_out``; its metadata ``step`` (the stem) and ``peak_frames`` say what it is.
+    :func:`~vocex.model.backends.stateful_state_names`) and returns ``mask`` and the states it
+    changes as ``NAME_out``; its metadata ``step`` (the stem) and ``peak_frames`` say what it
+    is.
 
     One graph per kind of step, not one graph choosing its step by ``If`` nodes: ONNX Runtime
     re-lays out the convolutions of a model's main graph for its fastest CPU kernels but not
