@@ -32,7 +32,8 @@ its start.
 A step takes K new magnitude columns (K a power of two up to 64) and returns their K mask
 columns.  Its depth ``d`` (the levels ``1..d`` that get new columns) follows from ``t``
 alone: ``d = min(6, v)`` with ``2**v`` the largest power of two dividing ``t`` (``t = 0``:
-6); every step of the same K and depth runs the same layers on the same column counts.
+6); every step of the same K and depth runs the same layers on the same column counts,
+but for the K = 1 phases of moved work.
 
 Reference.  The stream started at frame 0 from :meth:`StatefulUNet.initial_states`
 reproduces :meth:`StatefulUNet.offline`: the causal U-Net run over the whole signal from
