@@ -226,24 +226,37 @@ def test_live_karaoke_matches_offline_streaming_with_no_dropouts(jack_server, tm
 
 def test_impulse_arrives_after_the_reported_latency(jack_server, tmp_path):
     """Dry through the whole chain, with K chosen by --hop-batch auto: the latency it reports
-    (which depends on that K) is the delay the impulses really take."""
+    (which depends on that K) is the delay the impulses really take.  An xrun or a restart of
+    vocex's rings moves the stream by whole periods or drops an impulse: a run with one is
+    repeated (``ATTEMPTS`` in all) and the test skips if the machine stalled every run; a run
+    without one must have every impulse on time."""
     signal = np.zeros((4 * RATE, 2), np.float32)
     hits = [int(0.5 * RATE) + k * RATE + 37 * k for k in range(3)]
     signal[hits, :] = 0.9
-    proc = _live(jack_server, tmp_path, 8.0, "--mix", "0", "--hop-batch", "auto")
-    try:
-        rec = _play(jack_server, proc, signal, tail=1.0)
-    finally:
-        _finish(proc)
-    stats = json.loads((tmp_path / "stats.json").read_text())
-    reported = stats["details"]["algorithmic_latency_samples"] + stats["details"]["buffer_latency_samples"]
-    auto = stats["details"]["hop_batch_auto"]
-    measured = auto.get("inference_ms_p90") or min(auto["slowest_step_ms"].values())  # window or stateful card
-    assert stats["details"]["hop_batch"] in HOP_BATCHES and measured > 0, stats["details"]
-    for h in hits:
-        arrival = h + int(np.argmax(np.abs(rec.audio[h : h + RATE // 2, 0])))
-        assert abs((arrival - h) - reported) <= PERIOD, (arrival - h, reported)
-    assert stats["total_latency_ms"] >= 1000 * reported / RATE
+    failures = []
+    for attempt in range(1, ATTEMPTS + 1):
+        folder = tmp_path / f"attempt{attempt}"
+        folder.mkdir()
+        proc = _live(jack_server, folder, 8.0, "--mix", "0", "--hop-batch", "auto")
+        try:
+            rec = _play(jack_server, proc, signal, tail=1.0)
+        finally:
+            _finish(proc)
+        stats = json.loads((folder / "stats.json").read_text())
+        reported = stats["details"]["algorithmic_latency_samples"] + stats["details"]["buffer_latency_samples"]
+        auto = stats["details"]["hop_batch_auto"]
+        measured = auto.get("inference_ms_p90") or min(auto["slowest_step_ms"].values())  # window or stateful card
+        assert stats["details"]["hop_batch"] in HOP_BATCHES and measured > 0, stats["details"]
+        assert stats["total_latency_ms"] >= 1000 * reported / RATE
+        delays = [int(np.argmax(np.abs(rec.audio[h : h + RATE // 2, 0]))) for h in hits]
+        glitches = {"late_blocks": stats["late_blocks"], "restarts": stats["restarts"],
+                    "steady_xruns_s": _steady_xruns(stats, rec.started_unix)}
+        on_time = all(abs(d - reported) <= PERIOD for d in delays)
+        if on_time:
+            return
+        assert any(glitches.values()), f"impulses at {delays} samples, reported {reported}, in a run with no xrun"
+        failures.append({"attempt": attempt, "delays": delays, "reported": reported, **glitches})
+    pytest.skip(f"machine stalls in all {ATTEMPTS} runs, no run could be judged: {failures}")
 
 
 def test_bad_device_and_rate_are_one_line_errors(jack_server, tmp_path):
