@@ -4,8 +4,8 @@
 
 writes ``models/mymodel.{pt,onnx,ts,json}``; the card lists the files it wrote.  Existing
 files are never overwritten without ``--force``.  ``--stateful`` (a causal U-Net) also writes
-``mymodel.stateful.onnx``, the stateful streaming form (vocex.model.stateful), and marks the
-card to stream in that form.
+the folder ``mymodel.stateful/``, the stateful streaming form (vocex.model.stateful: a graph
+per kind of step and their weights), and marks the card to stream in that form.
 """
 
 from __future__ import annotations
@@ -172,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="also write NAME.newest.onnx, which computes only the newest N mask columns: "
                         "the live path uses it when K + L <= N (the same output, less compute)")
     p.add_argument("--stateful", action="store_true",
-                   help="also write NAME.stateful.onnx, the stateful streaming form of a causal U-Net "
-                        "(one step per hop batch, per-layer state); the card then streams in that form")
+                   help="also write the folder NAME.stateful/, the stateful streaming form of a causal "
+                        "U-Net (one step per hop, per-layer state); the card then streams in that form")
     p.add_argument("--no-checkpoint", dest="checkpoint", action="store_false",
                    help="write no .pt copy of the weights (a package's models: eager torch and vocex-train "
                         "--init read them from the ONNX graph)")
