@@ -109,7 +109,7 @@ class ModelCard:
     live: dict[str, Any] = field(default_factory=dict)
     offline: dict[str, Any] = field(default_factory=dict)
     # how the live path streams the model (STREAMING_FORMS); "stateful" needs one causal
-    # U-Net and the files' onnx_stateful graph (or torch) to run it
+    # U-Net and the files' onnx_stateful graphs (or torch) to run it
     streaming: str = "window"
     # the stateful form's causal normalisation: each column divided by the peak of the newest
     # peak_frames columns (None: context_frames, the divisor of the window form's newest column)

@@ -143,7 +143,7 @@ def export(files: ModelFiles, out_dir: Path, name: str, formats: list[str], forc
         _atomic(targets["torchscript"], lambda tmp: torch.jit.save(scripted, str(tmp)))
         written["torchscript"] = targets["torchscript"].name
     if "onnx_stateful" not in written and card.streaming == "stateful" and "onnx" in formats:
-        card = card.replace(streaming="window")  # the copy has no stateful graph: it streams in windows
+        card = card.replace(streaming="window")  # the copy has no stateful graphs: it streams in windows
     card = card.replace(files=written, live={**card.live, **(live or {})}, channels=channels or card.channels)
     _atomic(targets["card"], lambda tmp: card.save(tmp))
     return targets["card"]

@@ -131,7 +131,7 @@ def test_step_refuses_a_step_size_it_cannot_take():
 
 @pytest.fixture(scope="module")
 def stateful_card(tmp_path_factory):
-    """A tiny causal model exported with its stateful graph (mask delay 1)."""
+    """A tiny causal model exported with its stateful graphs (mask delay 1)."""
     folder = tmp_path_factory.mktemp("stateful")
     card = make_model(folder / "plain", seed=11, causal=True, mask_delay=1)
     return export(resolve_model(card), folder / "out", "tiny", ["onnx"], stateful=True, peak_frames=48)
