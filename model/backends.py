@@ -36,7 +36,8 @@ STATEFUL_PERIOD = 64  # 2 ** the U-Net's six stride-2 layers: the stateful form'
 # column is due, a sum after the level below got its odd column (vocex.model.stateful).
 STATEFUL_MOVED = {1: ("pair", 6), 3: ("pair", 5), 35: ("pair", 5), 17: ("epart", 5), 49: ("epart", 5),
                   33: ("epart", 6)}
-STATEFUL_ODD_LEVELS = (5, 6)
+# the levels whose odd up columns are computed ahead, kept as states oddL until due
+STATEFUL_ODD_LEVELS = tuple(sorted({level for what, level in STATEFUL_MOVED.values() if what == "pair"}))
 
 
 def stateful_graph(t: int) -> str:

@@ -130,7 +130,8 @@ class StatefulUNet(nn.Module):
         dec = [(batch, w[L - 1] * (1 if L == N_LAYERS else 2), nb >> L, 2) for L in range(1, N_LAYERS + 1)]
         epart = [(batch, w[l - 1], nb >> l, 1) for l in range(1, N_LAYERS + 1)]
         dpart = [(batch, 1 if L == 1 else w[L - 2], nb >> (L - 1), 1) for L in range(1, N_LAYERS + 1)]
-        return [(1,), (batch, self.peak_frames), *enc, *dec, *epart, *dpart, *(dpart[lv - 1] for lv in STATEFUL_ODD_LEVELS)]
+        odd = [dpart[lv - 1] for lv in STATEFUL_ODD_LEVELS]
+        return [(1,), (batch, self.peak_frames), *enc, *dec, *epart, *dpart, *odd]
 
     def initial_states(self, batch: int) -> tuple[torch.Tensor, ...]:
         """The states of a stream before its frame 0: silence before the signal, ``t = 0``."""
@@ -156,7 +157,9 @@ class StatefulUNet(nn.Module):
         moved phase), which :func:`export_stateful_onnx` traces."""
         k = int(x.shape[-1])
         batched = k.bit_length() - 1  # levels 1..batched get K / 2**l >= 1 columns every step
-        moved = {level for _, level in STATEFUL_MOVED.values()} if k == 1 else set()  # worked at set phases
+        # the levels whose kept-tap sums and odd columns run at the phases of STATEFUL_MOVED
+        moved_sums = {level for what, level in STATEFUL_MOVED.values() if what == "epart"} if k == 1 else set()
+        moved_pairs = set(STATEFUL_ODD_LEVELS) if k == 1 else set()
         here = STATEFUL_MOVED.get(phase) if k == 1 else None
         t, peaks = states[0], states[1]
         enc = list(states[2 : 2 + N_LAYERS])
@@ -180,7 +183,7 @@ class StatefulUNet(nn.Module):
             elif lv <= depth:  # the kept taps were summed at an earlier step: add the new column's
                 y = F.conv2d(level[lv - 1], getattr(self, f"enc_new_{lv}"), layer[0].bias, stride=2, padding=(2, 0))
                 level.append(layer[2](layer[1](epart[lv - 1] + y)))
-            elif lv not in moved:  # level lv's next column is due at a later step: sum the taps of what is kept
+            elif lv not in moved_sums:  # level lv's next column is due at a later step: sum the taps of what is kept
                 new_epart[lv - 1] = self._kept_taps(lv, new_enc[lv - 1])
         if here is not None and here[0] == "epart":  # its input has not changed since it last got a column
             new_epart[here[1] - 1] = self._kept_taps(here[1], enc[here[1] - 1])
@@ -199,7 +202,7 @@ class StatefulUNet(nn.Module):
                 else:  # the even column: its kept taps were summed at an earlier step
                     up = self._activate(i, dpart[lv - 1] + self._up(inp, "new", i, 1))
             elif lv == depth + 1:  # the odd column is due
-                if lv in moved:  # computed at an earlier step
+                if lv in moved_pairs:  # computed at an earlier step
                     up = self._activate(i, odd[lv])
                 else:  # now, with the kept taps of the next even one
                     new_dpart[lv - 1], y = self._pair(i, dec[lv - 1])
