@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
 from vocex.model.card import CHANNEL_POLICIES
 from vocex.model.cli import console
 from vocex.model.errors import EXIT_OK, ModelError, OutputError, raise_as
-from vocex.model.files import atomic_path
+from vocex.model.files import atomic_folder, atomic_path
 from vocex.model.backends import ModelFiles, load_unet, resolve_model, script_unet
 from vocex.model.weightsio import share_weights
 
@@ -31,25 +30,6 @@ ONNX_OPSET = 17
 def _atomic(dest: Path, write) -> None:  # write(tmp_path)
     with atomic_path(dest) as tmp:
         write(tmp)
-
-
-def _atomic_folder(dest: Path, write) -> None:  # write(tmp_folder), which it creates
-    """``write`` a folder beside ``dest``, then put it in ``dest``'s place (an existing ``dest``
-    is removed only once the new one is complete)."""
-    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        write(work / "new")
-        old = work / "old"
-        if dest.exists():
-            dest.rename(old)
-        try:
-            (work / "new").rename(dest)
-        except OSError:
-            if old.exists():
-                old.rename(dest)
-            raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def export_onnx(model, card, dest: Path, newest: int = 0) -> None:
@@ -136,7 +116,8 @@ def export(files: ModelFiles, out_dir: Path, name: str, formats: list[str], forc
             from vocex.model.stateful import StatefulUNet, export_stateful_onnx
 
             form = StatefulUNet(model, card.n_bins, card.stateful_peak_frames)
-            _atomic_folder(targets["onnx_stateful"], lambda tmp: export_stateful_onnx(form, tmp, ONNX_OPSET))
+            with atomic_folder(targets["onnx_stateful"]) as tmp:
+                export_stateful_onnx(form, tmp, ONNX_OPSET)
             written["onnx_stateful"] = targets["onnx_stateful"].name
     if "torchscript" in formats:
         scripted = script_unet(model)
