@@ -170,7 +170,12 @@ class AudioIO(ABC):
 
 
 class RtmixerIO(AudioIO):
-    """python-rtmixer's C callback plays the output ring and records the input ring."""
+    """python-rtmixer's C callback plays the output ring and records the input ring.
+
+    rtmixer's stream is not thread-safe: each of ``actions``, ``cancel``, ``play_ringbuffer``
+    and ``fetch_and_reset_stats`` drains one result queue through one shared pointer, and
+    the worker (:meth:`stalled`, :meth:`drop_backlog`, :meth:`resume`) and the main thread
+    (:meth:`xruns`) both call them. Every call goes through ``_lock``."""
 
     name = "rtmixer"
 
@@ -178,11 +183,16 @@ class RtmixerIO(AudioIO):
         super().__init__(*args, **kwargs)
         self.seen = IOCounts()  # rtmixer's counters, fetched and summed while it runs
         self._stats_action = None
+        self._lock = threading.Lock()
 
     def _open_stream(self, **kwargs):
         import rtmixer
 
         return rtmixer.MixerAndRecorder(**kwargs)
+
+    def _actions(self) -> set:
+        with self._lock:
+            return set(self.stream.actions)
 
     def start(self) -> None:
         self.stream.start()
@@ -190,19 +200,21 @@ class RtmixerIO(AudioIO):
 
     def resume(self) -> None:
         self._prefill()
-        self.play_action = self.stream.play_ringbuffer(self.ring_out)
-        self.rec_action = self.stream.record_ringbuffer(self.ring_in)
+        with self._lock:
+            self.play_action = self.stream.play_ringbuffer(self.ring_out)
+            self.rec_action = self.stream.record_ringbuffer(self.ring_in)
 
     def stalled(self) -> bool:
-        actions = self.stream.actions
+        actions = self._actions()
         return self.play_action not in actions or self.rec_action not in actions
 
     def drop_backlog(self, give_up: threading.Event) -> bool:
-        actions = self.stream.actions
+        actions = self._actions()
         for action in (self.play_action, self.rec_action):
             if action in actions:
-                cancel = self.stream.cancel(action)
-                while cancel in self.stream.actions:  # rtmixer's wait(), but not past a dead device
+                with self._lock:
+                    cancel = self.stream.cancel(action)
+                while cancel in self._actions():  # rtmixer's wait(), but not past a dead device
                     if not self.stream.active or give_up.is_set():
                         return False
                     time.sleep(0.002)
@@ -212,11 +224,12 @@ class RtmixerIO(AudioIO):
         """rtmixer exposes its counters only on a stopped stream, so a running count is
         polled with fetch-and-reset actions and summed."""
         action = self._stats_action
-        if action is not None and action not in self.stream.actions:
+        if action is not None and action not in self._actions():
             self._add(action.stats)
             action = None
         if action is None:
-            self._stats_action = self.stream.fetch_and_reset_stats()
+            with self._lock:
+                self._stats_action = self.stream.fetch_and_reset_stats()
         return self.seen.xruns
 
     def counts(self) -> IOCounts:
@@ -224,7 +237,7 @@ class RtmixerIO(AudioIO):
 
     def stop(self) -> IOCounts:
         self.stream.stop()
-        if self._stats_action is not None and self._stats_action not in self.stream.actions:
+        if self._stats_action is not None and self._stats_action not in self._actions():
             self._add(self._stats_action.stats)
         self._add(self.stream.stats)
         return self.counts()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import threading
+import time
+import types
 
 import numpy as np
 import pytest
@@ -159,6 +161,70 @@ def test_both_device_ios_share_the_interface():
         io = cls((None, None), 2, 48000, 256, "low")
         assert isinstance(io, AudioIO) and io.name in ("rtmixer", "callback")
         assert io.counts() == IOCounts()
+
+
+class _Action:
+    stats = types.SimpleNamespace(blocks=1, input_overflows=0, input_underflows=1,
+                                  output_overflows=0, output_underflows=0)
+
+
+class _OneThreadStream:
+    """Stands in for rtmixer's stream, which is not thread-safe: every call that drains its
+    result queue goes through one shared pointer. Counts calls that overlap."""
+
+    active = True
+
+    def __init__(self) -> None:
+        self.inside = threading.Lock()
+        self.overlaps = 0
+        self.live = set()
+
+    def _call(self, result=None):
+        if not self.inside.acquire(blocking=False):
+            self.overlaps += 1
+            return result
+        try:
+            time.sleep(0.0002)  # rtmixer's drain loop, stretched so that overlaps would show
+            return result
+        finally:
+            self.inside.release()
+
+    @property
+    def actions(self):
+        return self._call(set(self.live))
+
+    def play_ringbuffer(self, ring):
+        self.live.add(ring_action := _Action())
+        return self._call(ring_action)
+
+    record_ringbuffer = play_ringbuffer
+
+    def fetch_and_reset_stats(self):
+        return self._call(_Action())  # done at once: not among the live actions
+
+
+def test_rtmixer_is_called_from_one_thread_at_a_time():
+    """The worker polls stalled() while the main thread polls xruns(); rtmixer's stream breaks
+    (KeyError, then AssertionError in its _drain_result_q) when two calls interleave."""
+    io = RtmixerIO((None, None), 2, 48000, 256, "low")
+    io.ring_out = io.ring_in = _Ring(2)
+    io.stream = _OneThreadStream()
+    io.resume()
+    done = threading.Event()
+
+    def worker():
+        while not done.is_set():
+            io.stalled()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        for _ in range(300):
+            io.xruns()
+    finally:
+        done.set()
+        thread.join()
+    assert io.stream.overlaps == 0 and io.xruns() == 300  # each fetch summed once
 
 
 def _scheduled_run(tiny_backend, capsys, **kwargs):
