@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of patches whose oldest columns are zeroed at random (live models: the "
                         "window a stream has while it fills, so the right edge is learnt with any context)")
     p.add_argument("--init", type=Path,
-                   help="start from these weights: a model.pt of the same shape, or a model's .onnx graph "
+                   help="start from these weights: a model.pt of the same or a narrower width (widened "
+                        "to --base-channels, same function), or a model's .onnx graph of the same shape "
                         "(e.g. a shipped model's)")
     p.add_argument("--source-weight", dest="source_weights", type=_source_weight, action="append", default=[],
                    metavar="SOURCE=W",
@@ -238,7 +239,7 @@ def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object]) -> Path:
         if rank == 0:
             print(f"resuming {ckpt_path} at step {step}", file=sys.stderr)
     elif cfg.init is not None:
-        model.load_state_dict(_init_state(cfg.init, model))
+        model.load_state_dict(_init_state(cfg.init, model, cfg.seed))
         if rank == 0:
             print(f"starting from {cfg.init}", file=sys.stderr)
     net = torch.nn.parallel.DistributedDataParallel(run) if world > 1 else run
@@ -340,11 +341,15 @@ def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object]) -> Path:
     return final
 
 
-def _init_state(path: Path, model) -> dict:
+def _init_state(path: Path, model, seed: int = 0) -> dict:
     """The state dict ``--init`` names: a ``model.pt`` state dict, or an ONNX graph's weights
     (a shipped model's ``.onnx``; an encoder batch norm the exporter folded into its
-    convolution starts as an identity, :mod:`vocex.model.weightsio`)."""
+    convolution starts as an identity, :mod:`vocex.model.weightsio`).  A ``model.pt`` of a
+    narrower U-Net is widened to ``model``'s width, computing the same function
+    (:mod:`vocex.train.widen`)."""
     import torch
+
+    from vocex.train.widen import base_width, widen_state
 
     if path.suffix == ".onnx":
         from vocex.model.weightsio import state_dict_from_onnx
@@ -353,6 +358,8 @@ def _init_state(path: Path, model) -> dict:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError("not a state dict of tensors (a model.pt written by vocex-train)")
+    if "encoder.0.0.weight" in state and base_width(state) < model.encoder[0][0].out_channels:
+        state = widen_state(state, model.encoder[0][0].out_channels, seed)
     return state
 
 

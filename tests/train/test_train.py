@@ -194,3 +194,54 @@ def test_training_starts_from_an_onnx_graph(musdb_hq, tmp_path):
     assert main(["--out", str(again), "--musdb-root", str(musdb_hq), "--steps", "1",
                  "--init", str(files.path("onnx")), *TINY_ARGS]) == 0
     assert json.loads((again / "model.json").read_text())["training"]["init"].endswith("m.onnx")
+
+
+def test_a_narrower_model_starts_a_wider_run_with_the_same_function(musdb_hq, tmp_path):
+    """--init with a narrower model.pt widens it (Net2WiderNet): the wider network computes
+    the same masks, and training then separates the copied channels."""
+    import torch
+
+    from vocex.model.unet import UNet
+    from vocex.train.train import _init_state
+    from vocex.train.widen import widen_state
+
+    narrow = tmp_path / "narrow"
+    args = [a for a in TINY_ARGS]
+    args[args.index("--base-channels") + 1] = "2"
+    assert main(["--out", str(narrow), "--musdb-root", str(musdb_hq), "--steps", "2", "--causal", *args]) == 0
+    small = UNet(2, causal=True)
+    small.load_state_dict(torch.load(narrow / "model.pt", weights_only=True))
+    # batch norm statistics away from their start, so copies of them are tested too
+    gen = torch.Generator().manual_seed(1)
+    for module in small.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5, generator=gen)
+            module.running_var.uniform_(0.5, 2.0, generator=gen)
+    torch.save(small.state_dict(), narrow / "model.pt")
+    x = torch.rand(2, 1, 64, 64, generator=gen)
+    for width in (3, 4):
+        wide = UNet(width, causal=True)
+        wide.load_state_dict(_init_state(narrow / "model.pt", wide, seed=5))
+        with torch.no_grad():
+            torch.testing.assert_close(wide.eval()(x), small.eval()(x), atol=1e-5, rtol=0)
+        # the copy of first-layer channel s: the next layer's weights from s and from its copy
+        # are unequal shares (equal halves would keep the copies equal) that sum to the old one
+        state = wide.state_dict()
+        copy = 2
+        src = next(s for s in range(2) if torch.equal(state["encoder.0.0.weight"][copy],
+                                                      state["encoder.0.0.weight"][s]))
+        shares = state["encoder.1.0.weight"][:, [src, copy]]
+        assert not torch.allclose(shares[:, 0], shares[:, 1])
+        torch.testing.assert_close(shares.sum(1)[:4], small.state_dict()["encoder.1.0.weight"][:, src])
+    with pytest.raises(ValueError, match="cannot narrow"):
+        widen_state(wide.state_dict(), 2)
+
+    wider = tmp_path / "wider"
+    args[args.index("--base-channels") + 1] = "4"
+    assert main(["--out", str(wider), "--musdb-root", str(musdb_hq), "--steps", "2", "--causal",
+                 "--init", str(narrow / "model.pt"), *args]) == 0
+    trained = torch.load(wider / "model.pt", weights_only=True)["encoder.0.0.weight"]
+    start = widen_state(small.state_dict(), 4, seed=0)["encoder.0.0.weight"]  # the run's --seed
+    copies = [(j, s) for j in (2, 3) for s in (0, 1) if torch.equal(start[j], start[s])]
+    assert trained.shape[0] == 4 and len(copies) == 2
+    assert all(not torch.allclose(trained[j], trained[s]) for j, s in copies)  # the copies parted
