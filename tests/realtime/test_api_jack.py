@@ -14,7 +14,7 @@ from vocex.model.backends import load_backend, resolve_model
 from vocex.realtime.jackloop import PlayRecord, wait_for_ports
 from vocex.realtime.settings import streaming_settings
 from vocex.realtime.stream import StreamingSeparator
-from tests.realtime.test_live_jack import (JUDGED_MIN, PERIOD, RATE, _aligned_snr, _song, _unglitched,  # noqa: F401
+from tests.realtime.test_live_jack import (JUDGED_MIN, PERIOD, RATE, _aligned_snr, _song, _unglitched, brief,  # noqa: F401
                                            jack_server)
 from tests.test_api import python_block
 
@@ -70,8 +70,8 @@ def test_the_docs_callback_example_plays_karaoke_on_jack(jack_server, tmp_path):
         if judged >= JUDGED_MIN * n / RATE and snr >= MATCH_DB:
             print(f"lag {lag} samples; {snr:.1f} dB over {judged} s; xruns {rec.xrun_times_s}")
             return
-        failures.append({"attempt": attempt, "lag": lag, "snr_db": round(snr, 1), "per_second": seconds,
-                         "xruns_s": rec.xrun_times_s, "stalled": judged < JUDGED_MIN * n / RATE})
+        failures.append({"attempt": attempt, "lag": lag, "snr_db": snr, "judged_s": judged,
+                         "xruns": rec.xrun_times_s, "stalled": judged < JUDGED_MIN * n / RATE})
     if all(f["stalled"] for f in failures):
-        pytest.skip(f"machine stalls in all {ATTEMPTS} runs, no run could be judged: {failures}")
-    pytest.fail(f"the example's output is not the offline karaoke in {ATTEMPTS} runs: {failures}")
+        pytest.skip(f"machine stalls in all {ATTEMPTS} runs, no run could be judged: {brief(failures)}")
+    pytest.fail(f"the example's output is not the offline karaoke in {ATTEMPTS} runs: {brief(failures)}")

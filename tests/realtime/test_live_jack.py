@@ -158,7 +158,7 @@ def _clean_run(jack_server, tmp_path, seconds: float, *extra: str, song=None, ju
         if stats["late_blocks"] == 0 and stats["restarts"] == 0 and xruns_ok and verdict is None:
             print(f"steady-state JACK xruns in the accepted run: {steady}")
             if failures:
-                print(f"clean on attempt {attempt}; earlier: {failures}")
+                print(f"clean on attempt {attempt}; earlier: {brief(failures)}")
             return rec, stats
         failures.append({"attempt": attempt, "late_blocks": stats["late_blocks"], "restarts": stats["restarts"],
                          "steady_xruns_s": steady, "load": stats["load"], "inference_ms": stats["inference_ms"],
@@ -172,11 +172,23 @@ def _clean_run(jack_server, tmp_path, seconds: float, *extra: str, song=None, ju
         # real-time scheduling can stall by several ms, as cyclictest shows), or an inference took
         # longer than the buffers hold and several times its own median: nothing here can be
         # judged, so say so
-        pytest.skip(f"machine stalls in all {ATTEMPTS} runs, no run could be judged: {failures}")
-    pytest.fail(f"no clean run in {ATTEMPTS}: {failures}")
+        pytest.skip(f"machine stalls in all {ATTEMPTS} runs, no run could be judged: {brief(failures)}")
+    pytest.fail(f"no clean run in {ATTEMPTS}: {brief(failures)}")
 
 
 STALL_RATIO = 3.0
+
+
+def brief(failures: list[dict]) -> str:
+    """The failed attempts in a line a reader can take in: a list of times (xruns) as its
+    count, numbers rounded."""
+    def short(value):
+        if isinstance(value, (list, tuple)):
+            return len(value)
+        if isinstance(value, dict):
+            return {k: short(v) for k, v in value.items()}
+        return round(float(value), 2) if isinstance(value, (float, np.floating)) else value
+    return "; ".join(", ".join(f"{k} {short(v)}" for k, v in f.items()) for f in failures)
 
 
 def _stalled(stats) -> bool:
@@ -256,7 +268,7 @@ def test_impulse_arrives_after_the_reported_latency(jack_server, tmp_path):
             return
         assert any(glitches.values()), f"impulses at {delays} samples, reported {reported}, in a run with no xrun"
         failures.append({"attempt": attempt, "delays": delays, "reported": reported, **glitches})
-    pytest.skip(f"machine stalls in all {ATTEMPTS} runs, no run could be judged: {failures}")
+    pytest.skip(f"machine stalls in all {ATTEMPTS} runs, no run could be judged: {brief(failures)}")
 
 
 def test_bad_device_and_rate_are_one_line_errors(jack_server, tmp_path):

@@ -21,7 +21,7 @@ from vocex.realtime.live import build_parser
 from vocex.realtime.settings import streaming_settings
 from vocex.realtime.stream import FADE_MS, StreamingSeparator
 from tests.conftest import TINY
-from tests.realtime.test_live_jack import (ATTEMPTS, MODEL, PERIOD, RATE, SHIFTS, Unjudged, _db, _song, _stalled,  # noqa: F401
+from tests.realtime.test_live_jack import (ATTEMPTS, MODEL, PERIOD, RATE, SHIFTS, Unjudged, _db, _song, _stalled, brief,  # noqa: F401
                                            _unglitched, jack_server)
 
 
@@ -340,12 +340,12 @@ def test_keys_change_the_live_output_at_once_without_a_click(jack_server, tmp_pa
         if verdict is None and stats["late_blocks"] == 0 and stats["restarts"] == 0:
             print("; ".join(notes))
             if failures:
-                print(f"clean on attempt {attempt}; earlier: {failures}")
+                print(f"clean on attempt {attempt}; earlier: {brief(failures)}")
             return
         failures.append({"attempt": attempt, "check": verdict, "late_blocks": stats["late_blocks"],
                          "restarts": stats["restarts"], "xruns_s": stats["xrun_times_s"],
                          "harness_xruns_s": rec.xrun_times_s,
                          "stalled": isinstance(verdict, Unjudged) or _stalled(stats)})
     if all(f["stalled"] for f in failures):
-        pytest.skip(f"machine stalls in all {ATTEMPTS} runs, no run could be judged: {failures}")
-    pytest.fail(f"no clean run in {ATTEMPTS}: {failures}")
+        pytest.skip(f"machine stalls in all {ATTEMPTS} runs, no run could be judged: {brief(failures)}")
+    pytest.fail(f"no clean run in {ATTEMPTS}: {brief(failures)}")
