@@ -47,9 +47,13 @@ def stateful_graph(t: int) -> str:
     return f"phase{phase}" if phase in STATEFUL_MOVED else f"step{step_depth(phase)}"
 
 
-def stateful_graphs() -> list[str]:
-    """Every stem :func:`stateful_graph` gives."""
-    return sorted({stateful_graph(t) for t in range(STATEFUL_PERIOD)})
+def stateful_graphs() -> dict[str, int]:
+    """Every stem :func:`stateful_graph` gives, sorted, with the first position of the period
+    whose step it is."""
+    first: dict[str, int] = {}
+    for t in range(STATEFUL_PERIOD):
+        first.setdefault(stateful_graph(t), t)
+    return dict(sorted(first.items()))
 
 
 @dataclass(frozen=True)

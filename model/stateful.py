@@ -343,10 +343,8 @@ def export_stateful_onnx(stateful: StatefulUNet, dest: Path, opset: int) -> None
     dest.mkdir()
     graphs = []
     with torch.no_grad():
-        for stem in stateful_graphs():
-            phase = int(stem[5:]) if stem.startswith("phase") else None
-            depth = step_depth(phase) if phase is not None else int(stem[4:])
-            model = _trace(stateful, 1, depth, opset, phase)
+        for stem, t in stateful_graphs().items():
+            model = _trace(stateful, 1, step_depth(t), opset, t if t in STATEFUL_MOVED else None)
             _weights_as_initializers(model)
             for key, value in (("step", stem), ("peak_frames", str(stateful.peak_frames))):
                 model.metadata_props.add(key=key, value=value)

@@ -172,8 +172,6 @@ class _OneThreadStream:
     """Stands in for rtmixer's stream, which is not thread-safe: every call that drains its
     result queue goes through one shared pointer. Counts calls that overlap."""
 
-    active = True
-
     def __init__(self) -> None:
         self.inside = threading.Lock()
         self.overlaps = 0

@@ -180,11 +180,11 @@ STALL_RATIO = 3.0
 
 
 def brief(failures: list[dict]) -> str:
-    """The failed attempts in a line a reader can take in: a list of times (xruns) as its
-    count, numbers rounded."""
+    """The failed attempts in a line a reader can take in: numbers rounded, a long list (the
+    times of a run's xruns) as its length."""
     def short(value):
         if isinstance(value, (list, tuple)):
-            return len(value)
+            return [short(v) for v in value] if len(value) <= 8 else f"[{len(value)} values]"
         if isinstance(value, dict):
             return {k: short(v) for k, v in value.items()}
         return round(float(value), 2) if isinstance(value, (float, np.floating)) else value
