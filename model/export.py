@@ -5,7 +5,9 @@
 writes ``models/mymodel.{pt,onnx,ts,json}``; the card lists the files it wrote.  Existing
 files are never overwritten without ``--force``.  ``--stateful`` (a causal U-Net) also writes
 the folder ``mymodel.stateful/``, the stateful streaming form (vocex.model.stateful: a graph
-per kind of step and their weights), and marks the card to stream in that form.
+per kind of step and their weights), and marks the card to stream in that form.  ``--half``
+rounds the network's parameters to float16 first and stores the weights in float16 (half the
+bytes; the graphs still compute in float32): score the exported model before shipping it.
 """
 
 from __future__ import annotations
@@ -32,9 +34,12 @@ def _atomic(dest: Path, write) -> None:  # write(tmp_path)
         write(tmp)
 
 
-def export_onnx(model, card, dest: Path, newest: int = 0) -> None:
+def export_onnx(model, card, dest: Path, newest: int = 0, fold_batch_norm: bool = True) -> None:
     """ONNX of ``mask = model(magnitude)`` with a dynamic batch axis; with ``newest`` N, of
-    ``model.newest(magnitude, N)`` (the newest N mask columns, for the live path)."""
+    ``model.newest(magnitude, N)`` (the newest N mask columns, for the live path).  Without
+    ``fold_batch_norm`` the batch norms stay nodes of their own (ONNX Runtime folds them
+    into the convolutions when it loads the graph), so the stored parameters are the
+    network's own, e.g. exact in float16 after :func:`round_to_half`."""
     import torch
 
     from vocex.model.unet import NewestColumns
@@ -49,18 +54,32 @@ def export_onnx(model, card, dest: Path, newest: int = 0) -> None:
             # the newest-columns slices are fixed by the card's window; the tracer warns anyway
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", message="Constant folding")
+            warnings.filterwarnings("ignore", message="It is recommended that constant folding")  # eval mode: no-op
             torch.onnx.export(
                 model, (example,), str(tmp), dynamo=False, opset_version=ONNX_OPSET,
                 input_names=["magnitude"], output_names=["mask"],
                 dynamic_axes={"magnitude": {0: "batch"}, "mask": {0: "batch"}},
+                training=torch.onnx.TrainingMode.EVAL if fold_batch_norm else torch.onnx.TrainingMode.PRESERVE,
             )
 
     _atomic(dest, write)
 
 
+def round_to_half(model) -> None:
+    """Round every floating parameter and buffer of ``model`` to the nearest float16 value
+    (kept in float32), in place."""
+    import torch
+
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half().float())
+
+
 def export(files: ModelFiles, out_dir: Path, name: str, formats: list[str], force: bool = False,
            live: dict[str, int] | None = None, channels: str | None = None, newest: int = 0,
-           stateful: bool = False, peak_frames: int | None = None, checkpoint: bool = True) -> Path:
+           stateful: bool = False, peak_frames: int | None = None, checkpoint: bool = True,
+           half: bool = False) -> Path:
     """Export ``formats`` (``onnx``, ``torchscript``) beside a copy of the checkpoint; with
     ``newest`` N and ``onnx``, also ``NAME.newest.onnx``, the live path's graph of the newest N
     mask columns (card file ``onnx_newest``); with ``stateful`` and ``onnx``, also
@@ -78,13 +97,14 @@ def export(files: ModelFiles, out_dir: Path, name: str, formats: list[str], forc
         targets["onnx"] = out_dir / f"{name}.onnx"
         if newest:
             targets["onnx_newest"] = out_dir / f"{name}.newest.onnx"
+        if newest or half:
             targets["weights"] = out_dir / f"{name}.weights"
         if stateful:
             targets["onnx_stateful"] = out_dir / f"{name}.stateful"
     if "torchscript" in formats:
         targets["torchscript"] = out_dir / f"{name}.ts"
     src = files.path("checkpoint")
-    if not checkpoint or src is None:  # nothing to copy: the weights travel in the ONNX graph
+    if not checkpoint or src is None or half:  # nothing to copy: the weights travel in the ONNX graph
         del targets["checkpoint"]
     existing = [p for k, p in targets.items() if p.exists() and not (k == "checkpoint" and p == src)]
     if existing and not force:
@@ -99,25 +119,28 @@ def export(files: ModelFiles, out_dir: Path, name: str, formats: list[str], forc
             raise ModelError(f"--peak-frames {peak_frames}: must be at least 1")
         card = card.replace(streaming="stateful", peak_frames=peak_frames if peak_frames is not None else card.peak_frames)
     model = load_unet(files)
+    if half:
+        round_to_half(model)
     written = {}
     if "checkpoint" in targets:
         if src != targets["checkpoint"]:
             _atomic(targets["checkpoint"], lambda tmp: shutil.copyfile(src, tmp))
         written["checkpoint"] = targets["checkpoint"].name
     if "onnx" in formats:
-        export_onnx(model, files.card, targets["onnx"])
+        export_onnx(model, files.card, targets["onnx"], fold_batch_norm=not half)
         written["onnx"] = targets["onnx"].name
         if newest:
-            export_onnx(model, files.card, targets["onnx_newest"], newest)
+            export_onnx(model, files.card, targets["onnx_newest"], newest, fold_batch_norm=not half)
             written["onnx_newest"] = targets["onnx_newest"].name
-            share_weights([targets["onnx"], targets["onnx_newest"]], targets["weights"])
+        if "weights" in targets:
+            share_weights([targets[k] for k in ("onnx", "onnx_newest") if k in written], targets["weights"], half)
             written["weights"] = targets["weights"].name
         if stateful:
             from vocex.model.stateful import StatefulUNet, export_stateful_onnx
 
             form = StatefulUNet(model, card.n_bins, card.stateful_peak_frames)
             with atomic_folder(targets["onnx_stateful"]) as tmp:
-                export_stateful_onnx(form, tmp, ONNX_OPSET)
+                export_stateful_onnx(form, tmp, ONNX_OPSET, half)
             written["onnx_stateful"] = targets["onnx_stateful"].name
     if "torchscript" in formats:
         scripted = script_unet(model)
@@ -158,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-checkpoint", dest="checkpoint", action="store_false",
                    help="write no .pt copy of the weights (a package's models: eager torch and vocex-train "
                         "--init read them from the ONNX graph)")
+    p.add_argument("--half", action="store_true",
+                   help="round the network to float16 and store its ONNX weights in float16: half the "
+                        "bytes, computed in float32 as before (score the result: the rounding changes it)")
     p.add_argument("--peak-frames", type=int, metavar="N",
                    help="with --stateful: normalise each column by the peak of the newest N columns "
                         "(default: the card's, else its context frames)")
@@ -170,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             if v is not None}
     with raise_as(OutputError, OSError, message=lambda exc: _output_problem(exc, args.out_dir)):
         card = export(files, args.out_dir, name, args.formats or ["onnx", "torchscript"], args.force, live,
-                      args.channels, args.newest_columns, args.stateful, args.peak_frames, args.checkpoint)
+                      args.channels, args.newest_columns, args.stateful, args.peak_frames, args.checkpoint,
+                      args.half)
     print(f"wrote {card}", file=sys.stderr)
     return EXIT_OK
 

@@ -324,11 +324,12 @@ def _weights_as_initializers(model) -> None:  # onnx.ModelProto, changed in plac
     model.graph.node.extend(keep)
 
 
-def export_stateful_onnx(stateful: StatefulUNet, dest: Path, opset: int) -> None:
+def export_stateful_onnx(stateful: StatefulUNet, dest: Path, opset: int, half: bool = False) -> None:
     """Write the folder ``dest`` (which must not exist): a graph ``STEM.onnx`` of the one-column
     step for every stem of :func:`~vocex.model.backends.stateful_graphs` (``step{d}``: the
     step of depth ``d``; ``phase{t}``: the step at position ``t`` of the period, which also
-    runs moved work), their weights stored once in ``weights`` beside them.  Each graph takes
+    runs moved work), their weights stored once in ``weights`` beside them (with ``half``, those
+    that float16 holds exactly in float16: :func:`~vocex.model.weightsio.share_weights`).  Each graph takes
     ``magnitude`` ``(batch, 1, n_bins, 1)`` and the states it reads (names from
     :func:`~vocex.model.backends.stateful_state_names`) and returns ``mask`` and the states it
     changes as ``NAME_out``; its metadata ``step`` (the stem) and ``peak_frames`` say what it
@@ -350,4 +351,4 @@ def export_stateful_onnx(stateful: StatefulUNet, dest: Path, opset: int) -> None
                 model.metadata_props.add(key=key, value=value)
             graphs.append(dest / f"{stem}.onnx")
             graphs[-1].write_bytes(model.SerializeToString())
-    share_weights(graphs, dest / "weights")
+    share_weights(graphs, dest / "weights", half)

@@ -67,3 +67,58 @@ def test_graphs_share_one_weights_file_and_compute_what_they_did(tmp_path):
     moved = tmp_path / "moved"  # the graphs find their weights beside them wherever the folder goes
     shutil.copytree(whole.parent, moved)
     np.testing.assert_array_equal(_onnx_mask(moved / whole.name, mag), before[0])
+
+
+def test_half_storage_keeps_exact_tensors_in_float16_and_the_rest_in_float32(tmp_path):
+    """Tensors that float16 holds exactly go to float16 (read through a Cast that ONNX Runtime
+    folds); the others stay float32; the graph computes exactly what it did."""
+    import onnx
+
+    from vocex.model.export import export_onnx, round_to_half
+
+    files = resolve_model(make_model(tmp_path / "m"))
+    model = load_unet(files)
+    round_to_half(model)
+    with torch.no_grad():
+        model.decoder[0][0].weight[0, 0, 0, 0] += 1e-4  # one weight float16 cannot hold
+    graph = tmp_path / "g" / "tiny.onnx"
+    graph.parent.mkdir()
+    export_onnx(model, files.card, graph, fold_batch_norm=False)
+    mag = np.random.default_rng(2).random((2, 1, 64, 64), dtype=np.float32)
+    before = _onnx_mask(graph, mag)
+    share_weights([graph], graph.with_name("tiny.weights"), half=True)
+    np.testing.assert_array_equal(_onnx_mask(graph, mag), before)
+    stored = {t.name: t.data_type for t in onnx.load(str(graph), load_external_data=False).graph.initializer}
+    assert stored["decoder.0.0.weight"] == onnx.TensorProto.FLOAT  # inexact: kept
+    assert stored["encoder.5.0.weight.f16"] == onnx.TensorProto.FLOAT16
+    # the state dict reads the float16 tensors back through their casts
+    from vocex.model.unet import UNet
+
+    back = UNet(files.card.base_channels)
+    back.load_state_dict(state_dict_from_onnx(graph, back.state_dict()))
+    for name, value in back.state_dict().items():
+        assert torch.equal(value.float(), model.state_dict()[name].float()), name
+
+
+def test_export_half_halves_the_weights_and_eager_torch_reads_them(tmp_path):
+    from vocex.model.export import export
+
+    src = resolve_model(make_model(tmp_path / "m", causal=True))
+    full = resolve_model(export(src, tmp_path / "full", "t", ["onnx"], stateful=True, checkpoint=False))
+    half = resolve_model(export(src, tmp_path / "half", "t", ["onnx"], stateful=True, half=True))
+    assert "checkpoint" not in half.card.files and half.card.files["weights"] == "t.weights"
+    full_bytes = full.path("onnx").stat().st_size + (full.path("onnx_stateful") / "weights").stat().st_size
+    half_bytes = half.path("weights").stat().st_size + (half.path("onnx_stateful") / "weights").stat().st_size
+    assert half_bytes < 0.6 * full_bytes
+    mag = np.random.default_rng(3).random((2, 1, 64, 64), dtype=np.float32) ** 2
+    from vocex.model.backends import load_backend
+
+    onnx_mask = load_backend(half, "onnx", "cpu", threads=1)(mag)
+    eager_mask = load_backend(half, "eager", "cpu", threads=1)(mag)
+    np.testing.assert_allclose(onnx_mask, eager_mask, atol=1e-5)
+    # the rounding moves the masks by about float16's precision, no more
+    np.testing.assert_allclose(onnx_mask, load_backend(full, "onnx", "cpu", threads=1)(mag), atol=5e-3)
+    streams = [load_backend(half, name, "cpu", threads=1).open_stream(1, 1) for name in ("onnx", "eager")]
+    for column in np.random.default_rng(4).random((70, 1, 1, 64, 1), dtype=np.float32):
+        a, b = (s.step(column) for s in streams)
+        np.testing.assert_allclose(a, b, atol=1e-5)
