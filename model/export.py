@@ -77,7 +77,7 @@ def round_to_half(model) -> None:
 
 
 def export(files: ModelFiles, out_dir: Path, name: str, formats: list[str], force: bool = False,
-           live: dict[str, int] | None = None, channels: str | None = None, newest: int = 0,
+           live: dict[str, float] | None = None, channels: str | None = None, newest: int = 0,
            stateful: bool = False, peak_frames: int | None = None, checkpoint: bool = True,
            half: bool = False) -> Path:
     """Export ``formats`` (``onnx``, ``torchscript``) beside a copy of the checkpoint; with
@@ -172,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="record how multi-channel input is served: a mask per channel or one from the downmix")
     p.add_argument("--live-hop-batch", type=int, help="record the live default hop batch K in the card")
     p.add_argument("--live-lookahead", type=int, help="record the live default lookahead L in the card")
+    p.add_argument("--live-mask-temperature", type=float, metavar="T",
+                   help="record the live default mask temperature in the card (above 1 softens the mask)")
     p.add_argument("--newest-columns", type=int, default=0, metavar="N",
                    help="also write NAME.newest.onnx, which computes only the newest N mask columns: "
                         "the live path uses it when K + L <= N (the same output, less compute)")
@@ -192,8 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--newest-columns must be >= 0")
     files = resolve_model(args.model)
     name = args.name or files.card_path.stem
-    live = {k: v for k, v in (("hop_batch", args.live_hop_batch), ("lookahead_frames", args.live_lookahead))
-            if v is not None}
+    if args.live_mask_temperature is not None and not args.live_mask_temperature > 0:
+        p.error("--live-mask-temperature must be positive")
+    live = {k: v for k, v in (("hop_batch", args.live_hop_batch), ("lookahead_frames", args.live_lookahead),
+                              ("mask_temperature", args.live_mask_temperature)) if v is not None}
     with raise_as(OutputError, OSError, message=lambda exc: _output_problem(exc, args.out_dir)):
         card = export(files, args.out_dir, name, args.formats or ["onnx", "torchscript"], args.force, live,
                       args.channels, args.newest_columns, args.stateful, args.peak_frames, args.checkpoint,

@@ -25,7 +25,7 @@ def test_all_backends_agree_on_tiny_model(tiny_model):
     assert mask.std() > 1e-3  # a real, input-dependent mask
 
 
-@pytest.mark.parametrize("name", ["default", "live", "live-ensemble", "live-low-delay"])
+@pytest.mark.parametrize("name", ["default", "live", "live-ensemble", "live-low-delay", "live-stateful"])
 def test_all_backends_agree_on_shipped_model(name):
     files = resolve_model(name)
     card = files.card
@@ -95,7 +95,7 @@ def test_resolve_by_weights_file_and_folder(tiny_model):
 def test_resolve_a_shipped_model_by_name(tmp_path, monkeypatch):
     from vocex.model.backends import default_model_path, shipped_models
 
-    assert {"default", "paper", "live", "live-ensemble", "live-low-delay"} <= set(shipped_models())
+    assert {"default", "paper", "live", "live-ensemble", "live-low-delay", "live-stateful"} <= set(shipped_models())
     for name in shipped_models():
         assert resolve_model(name).card_path == default_model_path().with_name(f"{name}.json")
     monkeypatch.chdir(tmp_path)

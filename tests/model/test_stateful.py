@@ -212,6 +212,7 @@ def test_a_missing_or_foreign_step_graph_is_refused(stateful_card, tmp_path):
 def test_cards_say_which_form_a_model_streams_in(stateful_card, tmp_path, capsys):
     for name in ("default", "live", "live-ensemble", "live-low-delay"):  # shipped cards: window form
         assert resolve_model(name).card.streaming == "window"
+    assert resolve_model("live-stateful").card.streaming == "stateful"
     card = ModelCard.load(stateful_card)
     with pytest.raises(CardError, match="single causal"):
         card.replace(causal=False)
@@ -229,3 +230,38 @@ def test_cards_say_which_form_a_model_streams_in(stateful_card, tmp_path, capsys
     plain = make_model(tmp_path / "sym", seed=1)
     assert export_main([str(plain), "-o", str(tmp_path / "out"), "--stateful"]) == 3
     assert "causal" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_the_shipped_stateful_model_streams_its_causal_network_run_offline():
+    """The shipped stateful model, as ONNX Runtime streams it at its card's hop batch,
+    gives the masks of its causal network run over the whole signal (its weights read back
+    from its whole-window graph), through a full period of the step graphs and after reset()."""
+    files = resolve_model("live-stateful")
+    card = files.card
+    stream = load_backend(files, "onnx", "cpu", threads=1).open_stream(1, card.live["hop_batch"])
+    net = StatefulUNet(load_backend(files, "eager", "cpu").module, card.n_bins, card.stateful_peak_frames)
+    gen = torch.Generator().manual_seed(9)
+    n = 160  # past one period (64 columns) and the peak window's first fill
+    x = torch.rand(1, 1, card.n_bins, n, generator=gen) ** 3 * torch.exp(2 * torch.randn(1, 1, 1, n, generator=gen))
+    with torch.no_grad():
+        ref = net.offline(x).numpy()
+    k = card.live["hop_batch"]
+    for attempt in range(2):
+        got = [stream.step(np.ascontiguousarray(x[..., i : i + k].numpy())).copy() for i in range(0, n - k + 1, k)]
+        got = np.concatenate(got, axis=-1)
+        np.testing.assert_allclose(got, ref[..., : got.shape[-1]], rtol=0, atol=1e-4)
+        stream.reset()
+
+
+def test_export_records_the_live_defaults_in_the_card(tmp_path, capsys):
+    from vocex.realtime.settings import streaming_settings
+
+    plain = make_model(tmp_path / "m", seed=1)
+    args = [str(plain), "-o", str(tmp_path / "out"), "--format", "onnx", "--live-hop-batch", "2"]
+    assert export_main([*args, "--live-mask-temperature", "1.2"]) == 0
+    card = ModelCard.load(tmp_path / "out" / plain.name)
+    assert card.live["hop_batch"] == 2 and card.live["mask_temperature"] == 1.2
+    assert streaming_settings(card).mask_temperature == 1.2 and streaming_settings(card).hop_batch == 2
+    with pytest.raises(SystemExit) as exc:
+        export_main([*args, "--force", "--live-mask-temperature", "0"])
+    assert exc.value.code == 2 and "must be positive" in capsys.readouterr().err
