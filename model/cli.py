@@ -92,3 +92,19 @@ def check_separation_options(args: argparse.Namespace) -> None:
     :func:`add_separation_arguments` cannot go together."""
     if args.high_band and args.streaming:
         raise InputError("--high-band is for the offline path, not --streaming")
+
+
+def stream_if_stateful(args: argparse.Namespace, card, name: str, prog: str) -> None:
+    """A model that streams statefully (card ``streaming: "stateful"``) separates a file as
+    its stream, the causal network run over the whole signal that it was trained for (in
+    window patches its first columns would lack their past): switch ``args.streaming`` on
+    with a note on stderr, or raise :class:`~vocex.model.errors.InputError` for an option of
+    the offline path."""
+    if card.streaming != "stateful" or args.streaming:
+        return
+    for option, given in (("--high-band", args.high_band), ("--plot", getattr(args, "plot", False))):
+        if given:
+            raise InputError(f"{option} is for the offline path; {name} streams statefully, so it separates "
+                             "as a stream")
+    args.streaming = True
+    print(f"{prog}: {name} streams statefully: separating as its stream (--streaming)", file=sys.stderr)

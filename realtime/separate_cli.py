@@ -32,7 +32,8 @@ from numpy.typing import NDArray
 
 from vocex.model.audio import AudioError, AudioReader, AudioWriter, open_audio
 from vocex.model.backends import load_backend, resolve_model
-from vocex.model.cli import add_model_arguments, add_separation_arguments, console, fail, check_separation_options
+from vocex.model.cli import (add_model_arguments, add_separation_arguments, check_separation_options, console, fail,
+                             stream_if_stateful)
 from vocex.model.errors import EXIT_INPUT, EXIT_INTERNAL, EXIT_OK, InputError, OutputError, raise_as
 from vocex.model.files import atomic_path
 from vocex.model.separate import Separator
@@ -284,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         jobs, errors = _jobs(args)
         _writable(args.out_dir)
         files = resolve_model(model_for(args.model, args.streaming))
+        stream_if_stateful(args, files.card, files.card_path.stem, PROG)
         backend = load_backend(files, args.backend, args.accel, args.threads)
         separator = Separator(backend, args.batch_size, args.shifts, args.mask_temperature,
                               high_band=args.high_band)

@@ -27,7 +27,8 @@ from numpy.typing import NDArray
 from vocex.model.audio import resample
 from vocex.model.backends import load_backend, resolve_model
 from vocex.model.card import ModelCard
-from vocex.model.cli import add_model_arguments, add_separation_arguments, console, check_separation_options
+from vocex.model.cli import (add_model_arguments, add_separation_arguments, check_separation_options, console,
+                             stream_if_stateful)
 from vocex.model.errors import EXIT_OK, InputError, OutputError, raise_as
 from vocex.model.dsp import istft, stft
 from vocex.model.separate import Separator
@@ -203,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     from vocex.realtime.settings import model_for
 
     files = resolve_model(model_for(args.model, args.streaming))
+    stream_if_stateful(args, files.card, files.card_path.stem, PROG)
     backend = load_backend(files, args.backend, args.accel, args.threads)
     card = files.card
     streaming_info: dict[str, Any] | None = None

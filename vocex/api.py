@@ -139,6 +139,7 @@ def separate(
             ``streaming`` (as ``vocex-separate`` chooses).
         streaming: run the live streaming separator block by block instead (what
             ``vocex-live`` plays, shifted back by its latency; ``vocex-separate --streaming``).
+            A model that streams statefully (``live-stateful``) always separates this way.
         shifts: offline passes (default 2; see :class:`vocex.model.separate.Separator`).
         mask_temperature: divides the mask's logits (default: the card's, offline or live).
         high_band: offline: vocals above the model's band too (default: the card's; on for the
@@ -172,6 +173,11 @@ def separate(
     from vocex.realtime.settings import model_for
 
     m = load(model_for(model, streaming), backend, accel, threads)
+    if m.card.streaming == "stateful" and not streaming:  # its causal network over the whole signal
+        if shifts is not None or high_band:
+            raise ValueError(f"shifts and high_band are for the offline path; {m.card.name} streams statefully, "
+                             "so it separates as a stream")
+        streaming = True
     x = np.ascontiguousarray(audio.reshape(len(audio), -1), dtype=np.float32)  # (n, C)
     if streaming:
         from vocex.realtime.stream import separate_streaming

@@ -162,3 +162,28 @@ def test_high_band_follows_the_card_and_both_flags(tiny_model, tmp_path):
         on, off = top_band_vocals("--high-band"), top_band_vocals("--no-high-band")
         assert on > 100 * max(off, 1e-6)
         assert top_band_vocals() == (on if default else off)
+
+
+def test_a_stateful_model_separates_a_file_as_its_stream(tmp_path, capsys):
+    """Window patches would cut a causal network's past at every patch: a stateful card
+    separates as its stream, with a note, and refuses the offline path's options."""
+    import vocex
+    from tests.conftest import make_model
+    from vocex.model.backends import resolve_model
+    from vocex.model.export import export
+
+    card = export(resolve_model(make_model(tmp_path / "m", seed=4, causal=True)), tmp_path / "x", "st", ["onnx"],
+                  stateful=True)
+    x = tone_mix(9000, 8000, 2)
+    src = _write(tmp_path / "s.wav", x, 8000, subtype="FLOAT")
+    for out, extra in (("plain", []), ("streamed", ["--streaming"])):
+        assert main([str(src), "-o", str(tmp_path / out), "--model", str(card), "--no-progress", *extra]) == 0
+    assert "st streams statefully: separating as its stream" in capsys.readouterr().err
+    plain, streamed = (sf.read(str(tmp_path / o / "s" / "vocals.wav"), dtype="float32")[0] for o in ("plain", "streamed"))
+    np.testing.assert_array_equal(plain, streamed)
+    assert main([str(src), "-o", str(tmp_path / "p"), "--model", str(card), "--no-progress", "--plot"]) == 2
+    assert "--plot is for the offline path" in capsys.readouterr().err
+    vocals, _ = vocex.separate(x, 8000, str(card))
+    np.testing.assert_allclose(vocals, vocex.separate(x, 8000, str(card), streaming=True)[0], atol=1e-6)
+    with pytest.raises(ValueError, match="streams statefully"):
+        vocex.separate(x, 8000, str(card), shifts=2)
