@@ -142,13 +142,28 @@ def make_separator(system: str, threads: int, model: str | None = None):
         from vocex.model.separate import DEFAULT_SHIFTS, Separator
 
         files = resolve_model(model or default_model_path())
-        separator = Separator(load_backend(files, "onnx", "cpu", threads), shifts=DEFAULT_SHIFTS)
+        card = files.card
+        backend = load_backend(files, "onnx", "cpu", threads)
+        if card.streaming == "stateful":  # it separates files as its stream (vocex-separate does so)
+            from vocex.realtime.settings import streaming_settings
+            from vocex.realtime.stream import separate_streaming
+
+            settings = streaming_settings(card)
+
+            def separate(audio):
+                vocals = separate_streaming(backend, audio, SAMPLE_RATE, settings)
+                return vocals, audio - vocals
+
+            return separate, {"model": str(files.card_path), "model_name": card.name, "backend": "onnx",
+                              "sample_rate": card.sample_rate, "n_fft": card.n_fft, "hop": card.hop,
+                              "base_channels": card.base_channels, "streaming": settings.describe(card),
+                              "version": _version("vocex")}
+        separator = Separator(backend, shifts=DEFAULT_SHIFTS)
 
         def separate(audio):
             sep = separator.separate(audio, SAMPLE_RATE)
             return sep.vocals, sep.accompaniment
 
-        card = files.card
         return separate, {"model": str(files.card_path), "model_name": card.name, "backend": "onnx",
                           "sample_rate": card.sample_rate, "n_fft": card.n_fft, "hop": card.hop,
                           "base_channels": card.base_channels, "shifts": separator.shifts,

@@ -274,3 +274,25 @@ def test_quality_bad_arguments(tiny_model, tiny_musdb, tmp_path):
     assert cli.main(["quality", "--musdb-root", str(tiny_musdb), "--model", str(tiny_model), "--settings", "2-1"]) == 2
     assert cli.main(["quality", "--musdb-root", str(tiny_musdb), "--model", str(tiny_model), "--settings", "60:10"]) == 2
     assert cli.main(["quality", "--musdb-root", str(tmp_path / "nothing"), "--model", str(tiny_model)]) == 2
+
+
+def test_throughput_times_a_stateful_model_as_its_stream(tmp_path):
+    """A stateful card separates files as its stream, so that is what the throughput bench
+    times (and its output is that stream's)."""
+    from tests.conftest import tone_mix
+    from vocex.model.backends import load_backend, resolve_model
+    from vocex.model.export import export
+    from vocex.realtime.settings import streaming_settings
+    from vocex.realtime.stream import separate_streaming
+
+    card = export(resolve_model(make_model(tmp_path / "m", seed=5, causal=True)), tmp_path / "x", "st", ["onnx"],
+                  stateful=True)
+    separate, info = throughput.make_separator("vocex", 1, str(card))
+    assert info["streaming"]["hop_batch"] >= 1 and "shifts" not in info
+    x = tone_mix(throughput.SAMPLE_RATE // 2, throughput.SAMPLE_RATE, 2)
+    vocals, accompaniment = separate(x)
+    files = resolve_model(card)
+    expected = separate_streaming(load_backend(files, "onnx", "cpu", 1), x, throughput.SAMPLE_RATE,
+                                  streaming_settings(files.card))
+    np.testing.assert_allclose(vocals, expected, atol=1e-6)
+    np.testing.assert_allclose(vocals + accompaniment, x, atol=1e-6)
