@@ -9,7 +9,7 @@ p99 over the time between two inferences (K hops).  Load above 1 cannot keep up.
 A model that streams in the stateful form (its card's ``streaming``, or ``--form stateful``
 for a causal card exported with ``vocex-export --stateful``) is timed per step: a stream of
 K-column steps (at least one whole 64-frame period of its layers' phases, so the rare step
-that runs every layer is in the p99), ONNX Runtime and eager torch.
+that runs every layer is in the p99), ONNX Runtime (one thread) and eager torch.
 """
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ from vocex.realtime.timing import inference_times
 
 
 def backend_variants(files: ModelFiles) -> list[tuple[str, str, int]]:
-    """``(backend, accel, threads)`` triples available here (no TorchScript for the stateful
-    form: it steps the eager module)."""
-    variants = [("onnx", "cpu", 1), ("onnx", "cpu", 2)]
-    torch_names = ("eager",) if files.card.streaming == "stateful" else ("torchscript", "eager")
+    """``(backend, accel, threads)`` triples available here (for the stateful form no
+    TorchScript, since it steps the eager module, and ONNX Runtime on one thread only, which
+    its step graphs always run on)."""
+    stateful = files.card.streaming == "stateful"
+    variants = [("onnx", "cpu", 1)] if stateful else [("onnx", "cpu", 1), ("onnx", "cpu", 2)]
+    torch_names = ("eager",) if stateful else ("torchscript", "eager")
     if importlib.util.find_spec("torch"):
         variants += [(name, "cpu", 1) for name in torch_names]
         import torch

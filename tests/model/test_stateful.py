@@ -144,7 +144,10 @@ def test_export_writes_the_stateful_graph_and_marks_the_card(stateful_card):
     assert files.card.files["onnx_stateful"] == "tiny.stateful" and folder.is_dir()
     assert sorted(p.name for p in folder.iterdir()) == sorted([f"{s}.onnx" for s in stateful_graphs()] + ["weights"])
     assert {f"step{d}" for d in range(7)} <= set(stateful_graphs())
-    backend = load_backend(files, "onnx", "cpu", threads=1)
+    backend = load_backend(files, "onnx", "cpu", threads=2)
+    # a step is too small for a second thread: the step graphs run on one whatever --threads says
+    assert {s.get_session_options().intra_op_num_threads for s in backend.stateful_sessions.values()} == {1}
+    assert backend.session.get_session_options().intra_op_num_threads == 2
     # each graph returns the states it changes, no more: the lightest step leaves the top levels alone
     outputs = {stem: [o.name for o in s.get_outputs()] for stem, s in backend.stateful_sessions.items()}
     for names in outputs.values():
