@@ -144,6 +144,9 @@ def make_separator(system: str, threads: int, model: str | None = None):
         files = resolve_model(model or default_model_path())
         card = files.card
         backend = load_backend(files, "onnx", "cpu", threads)
+        info = {"model": str(files.card_path), "model_name": card.name, "backend": "onnx",
+                "sample_rate": card.sample_rate, "n_fft": card.n_fft, "hop": card.hop,
+                "base_channels": card.base_channels, "version": _version("vocex")}
         if card.streaming == "stateful":  # it separates files as its stream (vocex-separate does so)
             from vocex.realtime.settings import streaming_settings
             from vocex.realtime.stream import separate_streaming
@@ -154,21 +157,15 @@ def make_separator(system: str, threads: int, model: str | None = None):
                 vocals = separate_streaming(backend, audio, SAMPLE_RATE, settings)
                 return vocals, audio - vocals
 
-            return separate, {"model": str(files.card_path), "model_name": card.name, "backend": "onnx",
-                              "sample_rate": card.sample_rate, "n_fft": card.n_fft, "hop": card.hop,
-                              "base_channels": card.base_channels, "streaming": settings.describe(card),
-                              "version": _version("vocex")}
+            return separate, {**info, "streaming": settings.describe(card)}
         separator = Separator(backend, shifts=DEFAULT_SHIFTS)
 
         def separate(audio):
             sep = separator.separate(audio, SAMPLE_RATE)
             return sep.vocals, sep.accompaniment
 
-        return separate, {"model": str(files.card_path), "model_name": card.name, "backend": "onnx",
-                          "sample_rate": card.sample_rate, "n_fft": card.n_fft, "hop": card.hop,
-                          "base_channels": card.base_channels, "shifts": separator.shifts,
-                          "mask_temperature": separator.temperature, "high_band": separator.high_band,
-                          "version": _version("vocex")}
+        return separate, {**info, "shifts": separator.shifts, "mask_temperature": separator.temperature,
+                          "high_band": separator.high_band}
 
     import torch
 

@@ -10,7 +10,7 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from vocex.model.backends import ACCELS, BACKENDS
+from vocex.model.backends import ACCELS, BACKENDS, ModelFiles
 from vocex.model.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, InputError, VocexError
 from vocex.model.separate import DEFAULT_SHIFTS
 
@@ -94,14 +94,15 @@ def check_separation_options(args: argparse.Namespace) -> None:
         raise InputError("--high-band is for the offline path, not --streaming")
 
 
-def stream_if_stateful(args: argparse.Namespace, card, name: str, prog: str) -> None:
+def stream_if_stateful(args: argparse.Namespace, files: ModelFiles, prog: str) -> None:
     """A model that streams statefully (card ``streaming: "stateful"``) separates a file as
     its stream, the causal network run over the whole signal that it was trained for (in
     window patches its first columns would lack their past): switch ``args.streaming`` on
     with a note on stderr, or raise :class:`~vocex.model.errors.InputError` for an option of
     the offline path."""
-    if card.streaming != "stateful" or args.streaming:
+    if files.card.streaming != "stateful" or args.streaming:
         return
+    name = files.card_path.stem
     for option, given in (("--high-band", args.high_band), ("--plot", getattr(args, "plot", False))):
         if given:
             raise InputError(f"{option} is for the offline path; {name} streams statefully, so it separates "

@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         jobs, errors = _jobs(args)
         _writable(args.out_dir)
         files = resolve_model(model_for(args.model, args.streaming))
-        stream_if_stateful(args, files.card, files.card_path.stem, PROG)
+        stream_if_stateful(args, files, PROG)
         backend = load_backend(files, args.backend, args.accel, args.threads)
         separator = Separator(backend, args.batch_size, args.shifts, args.mask_temperature,
                               high_band=args.high_band)

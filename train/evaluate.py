@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     from vocex.realtime.settings import model_for
 
     files = resolve_model(model_for(args.model, args.streaming))
-    stream_if_stateful(args, files.card, files.card_path.stem, PROG)
+    stream_if_stateful(args, files, PROG)
     backend = load_backend(files, args.backend, args.accel, args.threads)
     card = files.card
     streaming_info: dict[str, Any] | None = None
