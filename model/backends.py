@@ -83,7 +83,8 @@ def shipped_models() -> list[str]:
 def resolve_model(spec: str | Path | None = None) -> ModelFiles:
     """Find a model: ``None`` (the shipped default), a card ``.json``, a weights file with its
     card beside it (same stem), a folder holding exactly one card, or the name of a shipped
-    model (``default``, ``live``, ``live-ensemble``, ``live-low-delay``: :func:`shipped_models`)."""
+    model (``default``, ``live``, ``live-window``, ``live-ensemble``, ``live-low-delay``:
+    :func:`shipped_models`)."""
     path = default_model_path() if spec is None else Path(spec)
     if spec is not None and not path.exists() and str(spec) in shipped_models():
         path = default_model_path().with_name(f"{spec}.json")

@@ -61,7 +61,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, backends: tuple[str, ..
     """``--model``, ``--backend``, ``--accel``, ``--threads`` (``threads_default`` says what
     the command does without it)."""
     parser.add_argument("--model", help="model card (.json), weights file, folder, or a shipped model by name: "
-                        "default, paper, live, live-ensemble, live-low-delay (default: the shipped model for the job)")
+                        "default, paper, live, live-window, live-ensemble, live-low-delay (default: the shipped model "
+                        "for the job)")
     parser.add_argument("--backend", choices=("auto", *backends), default="auto",
                         help="inference backend (auto: ONNX Runtime, else TorchScript)")
     parser.add_argument("--accel", choices=ACCELS, default="auto", help="CUDA when present (auto), or force one")

@@ -61,8 +61,8 @@ def load(model: str | Path | Model = "default", backend: str = "auto", accel: st
     """Load a model with its card.
 
     Args:
-        model: a shipped model's name (``default``, ``live``, ``live-ensemble``,
-            ``live-low-delay``), a card ``.json``, a weights file with its card beside it, or
+        model: a shipped model's name (``default``, ``live``, ``live-window``,
+            ``live-ensemble``, ``live-low-delay``), a card ``.json``, a weights file with its card beside it, or
             a folder holding one card; a :class:`Model` is returned as it is.
         backend: ``auto`` (ONNX Runtime, else TorchScript), ``onnx``, ``torchscript`` or
             ``eager`` (the last two need torch).
@@ -139,7 +139,7 @@ def separate(
             ``streaming`` (as ``vocex-separate`` chooses).
         streaming: run the live streaming separator block by block instead (what
             ``vocex-live`` plays, shifted back by its latency; ``vocex-separate --streaming``).
-            A model that streams statefully (``live-stateful``) always separates this way.
+            A model that streams statefully (``live``) always separates this way.
         shifts: offline passes (default 2; see :class:`vocex.model.separate.Separator`).
         mask_temperature: divides the mask's logits (default: the card's, offline or live).
         high_band: offline: vocals above the model's band too (default: the card's; on for the

@@ -25,7 +25,7 @@ def test_all_backends_agree_on_tiny_model(tiny_model):
     assert mask.std() > 1e-3  # a real, input-dependent mask
 
 
-@pytest.mark.parametrize("name", ["default", "live", "live-ensemble", "live-low-delay", "live-stateful"])
+@pytest.mark.parametrize("name", ["default", "live", "live-window", "live-ensemble", "live-low-delay"])
 def test_all_backends_agree_on_shipped_model(name):
     files = resolve_model(name)
     card = files.card
@@ -73,11 +73,11 @@ def test_paper_card_is_the_default_network_without_the_high_band():
     assert not Separator(load_backend(paper, "onnx", "cpu", threads=1)).high_band
 
 
-def test_low_delay_card_is_the_live_network_with_a_short_synthesis_window():
+def test_low_delay_card_is_the_window_network_with_a_short_synthesis_window():
     from vocex.model.dsp import analysis_window, synthesis_support
     from vocex.realtime.settings import streaming_settings
 
-    live, low = resolve_model("live"), resolve_model("live-low-delay")
+    live, low = resolve_model("live-window"), resolve_model("live-low-delay")
     assert low.card.files == live.card.files  # the same weights files, no second copy
     assert (low.card.window, live.card.window) == ("sqrt_hann_low_delay", "sqrt_hann")
     fe = (live.card.n_fft, live.card.hop)
@@ -95,7 +95,7 @@ def test_resolve_by_weights_file_and_folder(tiny_model):
 def test_resolve_a_shipped_model_by_name(tmp_path, monkeypatch):
     from vocex.model.backends import default_model_path, shipped_models
 
-    assert {"default", "paper", "live", "live-ensemble", "live-low-delay", "live-stateful"} <= set(shipped_models())
+    assert {"default", "paper", "live", "live-window", "live-ensemble", "live-low-delay"} <= set(shipped_models())
     for name in shipped_models():
         assert resolve_model(name).card_path == default_model_path().with_name(f"{name}.json")
     monkeypatch.chdir(tmp_path)
@@ -157,7 +157,7 @@ def test_unreadable_card(tiny_model, tmp_path):
         resolve_model(card)
 
 
-@pytest.mark.parametrize("name", ["live", "live-ensemble", "live-low-delay"])
+@pytest.mark.parametrize("name", ["live-window", "live-ensemble", "live-low-delay"])
 def test_shipped_live_models_have_a_newest_columns_graph_equal_to_the_whole(name):
     """The live path runs NAME.newest.onnx (vocex-export --newest-columns 8): it must give the
     whole graph's newest columns for every K + L up to 8 of the card's live defaults."""

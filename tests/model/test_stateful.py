@@ -213,9 +213,9 @@ def test_a_missing_or_foreign_step_graph_is_refused(stateful_card, tmp_path):
 
 
 def test_cards_say_which_form_a_model_streams_in(stateful_card, tmp_path, capsys):
-    for name in ("default", "live", "live-ensemble", "live-low-delay"):  # shipped cards: window form
+    for name in ("default", "live-window", "live-ensemble", "live-low-delay"):  # shipped cards: window form
         assert resolve_model(name).card.streaming == "window"
-    assert resolve_model("live-stateful").card.streaming == "stateful"
+    assert resolve_model("live").card.streaming == "stateful"  # vocex-live's default
     card = ModelCard.load(stateful_card)
     with pytest.raises(CardError, match="single causal"):
         card.replace(causal=False)
@@ -239,7 +239,7 @@ def test_the_shipped_stateful_model_streams_its_causal_network_run_offline():
     """The shipped stateful model, as ONNX Runtime streams it at its card's hop batch,
     gives the masks of its causal network run over the whole signal (its weights read back
     from its whole-window graph), through a full period of the step graphs and after reset()."""
-    files = resolve_model("live-stateful")
+    files = resolve_model("live")
     card = files.card
     stream = load_backend(files, "onnx", "cpu", threads=1).open_stream(1, card.live["hop_batch"])
     net = StatefulUNet(load_backend(files, "eager", "cpu").module, card.n_bins, card.stateful_peak_frames)

@@ -10,7 +10,7 @@ from vocex.realtime.stats import Levels, LiveStats
     (["--channels", "3"], 2, "--channels must be 1 or 2"),
     (["--mix", "1.5"], 2, "--mix must be between 0 and 1"),
     (["--model", "/nonexistent/model.json"], 3, "no such model"),
-    (["--hop-batch", "500"], 2, "K + L must be at most"),
+    (["--model", "live-window", "--hop-batch", "500"], 2, "K + L must be at most"),
     (["--stats-json", "/nonexistent/dir/s.json"], 4, "does not exist"),
 ])
 def test_user_mistakes_are_one_line(args, code, message, capsys):

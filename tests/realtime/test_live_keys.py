@@ -14,15 +14,18 @@ import numpy as np
 import pytest
 
 import vocex
-from vocex.model.backends import load_backend, resolve_model
+from vocex.model.backends import resolve_model
 from vocex.realtime.jackloop import PlayRecord, wait_for_ports
 from vocex.realtime.keys import KEYS_HELP, KeyControl, keys_wanted
 from vocex.realtime.live import build_parser
-from vocex.realtime.settings import streaming_settings
 from vocex.realtime.stream import FADE_MS, StreamingSeparator
 from tests.conftest import TINY
-from tests.realtime.test_live_jack import (ATTEMPTS, MODEL, PERIOD, RATE, SHIFTS, Unjudged, _db, _song, _stalled, brief,  # noqa: F401
-                                           _unglitched, jack_server)
+from tests.realtime.test_live_jack import (ATTEMPTS, PERIOD, RATE, SHIFTS, WINDOW_MODEL, Unjudged, _db, _song,  # noqa: F401
+                                           _stalled, _unglitched, brief, jack_server, offline_phases)
+
+# the keys act on the engine's output, whatever the model: the window-form live model keeps the
+# offline reference to a hop batch's phases (a stateful card's would be 64)
+MODEL = WINDOW_MODEL
 
 
 @pytest.fixture
@@ -316,16 +319,9 @@ def _typed_run(server, folder, song, plan):
 @pytest.mark.slow
 def test_keys_change_the_live_output_at_once_without_a_click(jack_server, tmp_path):
     song = _song(SONG_S)
-    files = resolve_model(MODEL)
-    backend = load_backend(files, "onnx", "cpu")
-    settings = streaming_settings(files.card)
     n = len(song)
-    voc = []  # the vocal estimate of the offline stream, for each hop-batch phase (see the karaoke test)
-    for phase in range(0, settings.hop_batch * files.card.hop, PERIOD):
-        sep = StreamingSeparator(backend, 2, RATE, settings, mode="vocals")
-        x = np.concatenate([np.zeros((phase, 2), np.float32), song, np.zeros((sep.latency_samples, 2), np.float32)])
-        voc.append(sep.process_block(x)[phase : phase + n])
-    dry = np.concatenate([np.zeros((sep.latency_samples, 2), np.float32), song])[:n]
+    voc, _, latency = offline_phases(resolve_model(MODEL), song, "vocals")  # the offline vocal estimate
+    dry = np.concatenate([np.zeros((latency, 2), np.float32), song])[:n]
 
     failures = []
     for attempt in range(1, ATTEMPTS + 1):
@@ -333,7 +329,7 @@ def test_keys_change_the_live_output_at_once_without_a_click(jack_server, tmp_pa
         folder.mkdir()
         rec, stats, _ = _typed_run(jack_server, folder, song, _placed(PLAN, voc[0], dry))
         # the API's stream reports the latency vocex-live reports for the same settings
-        assert vocex.stream(sample_rate=RATE, channels=2).latency_samples == \
+        assert vocex.stream(sample_rate=RATE, channels=2, model=MODEL).latency_samples == \
             stats["details"]["algorithmic_latency_samples"]
         notes = []
         verdict = _judge(voc, dry, rec, stats, notes)
