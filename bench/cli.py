@@ -30,7 +30,6 @@ from vocex.model.errors import EXIT_OK, DeviceError, InputError, OutputError, ra
 from vocex.model.files import atomic_path
 
 PROG = "vocex-bench"
-DEFAULT_SETTINGS = "48000:2:3,48000:4:0,48000:1:0,44100:2:3"
 
 
 def _machine() -> dict[str, Any]:
@@ -93,8 +92,12 @@ def cmd_compute(args: argparse.Namespace) -> int:
 
 def cmd_latency(args: argparse.Namespace) -> int:
     from vocex.bench import latency
+    from vocex.realtime.settings import streaming_settings
 
     files = _live_model(args.model)
+    if args.settings is None:  # the model's own live defaults, at both device rates
+        live = streaming_settings(files.card)
+        args.settings = ",".join(f"{rate}:{live.hop_batch}:{live.lookahead_frames}" for rate in (48000, 44100))
     settings = _settings(args.settings)
     report: dict[str, Any] = {"model": str(files.card_path), "machine": _machine(),
                               "algorithmic": latency.algorithmic(files, settings), "measured": []}
@@ -249,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lat = sub.add_parser("latency", help="stated and measured latency of live settings")
     common(lat)
-    lat.add_argument("--settings", default=DEFAULT_SETTINGS, help="rate:K:L,... (default %(default)s)")
+    lat.add_argument("--settings", help="rate:K:L,... (default: the model's own K and L at 48000 and 44100 Hz)")
     lat.add_argument("--blocks", default="128,256,512", help="JACK periods to measure with")
     lat.set_defaults(func=cmd_latency)
 

@@ -1,9 +1,11 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from vocex.bench import cli, throughput
+from vocex.model.card import ModelCard
 from tests.conftest import make_model
 
 pytest.importorskip("torch")
@@ -45,6 +47,13 @@ def test_latency_without_jack_says_what_it_skips(live_like_model, tmp_path, monk
     assert rows[48000, 1, 0]["algorithmic_samples"] == 1023
     assert rows[44100, 2, 1]["resampling"] is True
     assert "skipped" in capsys.readouterr().err
+    # without --settings: the model's own K and L (its card's live defaults), at both device rates
+    card = Path(live_like_model).with_name("k2l1.json")
+    ModelCard.load(live_like_model).replace(live={"hop_batch": 2, "lookahead_frames": 1}).save(card)
+    out = tmp_path / "own.json"
+    assert cli.main(["latency", "--model", str(card), "--json", str(out)]) == 0
+    assert [(r["rate"], r["K"], r["L"]) for r in json.loads(out.read_text())["algorithmic"]] == \
+        [(48000, 2, 1), (44100, 2, 1)]
     monkeypatch.setattr(cli, "_jack_missing", lambda: "jackd not installed")
     assert cli.main(["soak", "--song", "x.wav", "--minutes", "0.1"]) == 5
 
