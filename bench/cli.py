@@ -97,8 +97,9 @@ def cmd_latency(args: argparse.Namespace) -> int:
     files = _live_model(args.model)
     if args.settings is None:  # the model's own live defaults, at both device rates
         live = streaming_settings(files.card)
-        args.settings = ",".join(f"{rate}:{live.hop_batch}:{live.lookahead_frames}" for rate in (48000, 44100))
-    settings = _settings(args.settings)
+        settings = [{"rate": rate, "K": live.hop_batch, "L": live.lookahead_frames} for rate in (48000, 44100)]
+    else:
+        settings = _settings(args.settings)
     report: dict[str, Any] = {"model": str(files.card_path), "machine": _machine(),
                               "algorithmic": latency.algorithmic(files, settings), "measured": []}
     missing = _jack_missing()
