@@ -82,6 +82,10 @@ def live_front_end() -> FrontEnd:
 PRESETS = {"paper": paper_front_end, "live": live_front_end}
 
 
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
 @dataclass(frozen=True)
 class ModelCard:
     """Everything about a set of weights except the weights."""
@@ -141,8 +145,9 @@ class ModelCard:
         unknown = set(self.offline) - set(OFFLINE_SETTINGS)
         if unknown:
             raise CardError(f"unknown offline settings: {', '.join(sorted(unknown))}")
-        if not self.offline.get("mask_temperature", 1.0) > 0:
-            raise CardError(f"offline mask_temperature must be positive, got {self.offline['mask_temperature']}")
+        for path, settings in (("offline", self.offline), ("live", self.live)):
+            if not _positive(settings.get("mask_temperature", 1.0)):
+                raise CardError(f"{path} mask_temperature must be positive, got {settings['mask_temperature']!r}")
         if self.n_bins > self.n_fft // 2 + 1:
             raise CardError(f"n_bins {self.n_bins} exceeds the {self.n_fft // 2 + 1} STFT bins")
 

@@ -173,8 +173,12 @@ def test_the_temperature_comes_from_the_card_or_the_caller(tiny_backend):
 def test_cards_refuse_bad_offline_settings(tiny_backend):
     with pytest.raises(CardError, match="unknown offline settings: shifts"):
         tiny_backend.card.replace(offline={"shifts": 4})
-    with pytest.raises(CardError, match="must be positive"):
+    with pytest.raises(CardError, match="offline mask_temperature must be positive"):
         tiny_backend.card.replace(offline={"mask_temperature": -1})
+    for bad in (0, -1.2, "1.2", None):  # a live temperature is checked when the card loads, not first at play
+        with pytest.raises(CardError, match="live mask_temperature must be positive"):
+            tiny_backend.card.replace(live={"mask_temperature": bad})
+    assert tiny_backend.card.replace(live={"mask_temperature": 1.2}).live["mask_temperature"] == 1.2
     ctx = tiny_backend.card.context_frames
     for delay in (-1, ctx):
         with pytest.raises(CardError, match=f"mask_delay must be in 0..{ctx - 1}"):
