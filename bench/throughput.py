@@ -138,32 +138,23 @@ def make_separator(system: str, threads: int, model: str | None = None):
     """``(separate, info)``: ``separate(audio)`` maps ``(n_samples, 2)`` float32 at 44.1 kHz to
     ``(vocals, accompaniment)``; ``info`` describes the system (version, configuration)."""
     if system == "vocex":
-        from vocex.model.backends import default_model_path, load_backend, resolve_model
+        import vocex
         from vocex.model.separate import DEFAULT_SHIFTS, Separator
 
-        files = resolve_model(model or default_model_path())
-        card = files.card
-        backend = load_backend(files, "onnx", "cpu", threads)
-        info = {"model": str(files.card_path), "model_name": card.name, "backend": "onnx",
+        m = vocex.load(model or "default", backend="onnx", accel="cpu", threads=threads)
+        card = m.card
+        info = {"model": str(m.files.card_path), "model_name": card.name, "backend": "onnx",
                 "sample_rate": card.sample_rate, "n_fft": card.n_fft, "hop": card.hop,
                 "base_channels": card.base_channels, "version": _version("vocex")}
-        if card.streaming == "stateful":  # it separates files as its stream (vocex-separate does so)
+
+        def separate(audio):  # a stateful model separates as its stream, as in vocex-separate
+            return vocex.separate(audio, SAMPLE_RATE, model=m, block_size=4096)
+
+        if card.streaming == "stateful":
             from vocex.realtime.settings import streaming_settings
-            from vocex.realtime.stream import separate_streaming
 
-            settings = streaming_settings(card)
-
-            def separate(audio):
-                vocals = separate_streaming(backend, audio, SAMPLE_RATE, settings)
-                return vocals, audio - vocals
-
-            return separate, {**info, "streaming": settings.describe(card)}
-        separator = Separator(backend, shifts=DEFAULT_SHIFTS)
-
-        def separate(audio):
-            sep = separator.separate(audio, SAMPLE_RATE)
-            return sep.vocals, sep.accompaniment
-
+            return separate, {**info, "streaming": streaming_settings(card).describe(card)}
+        separator = Separator(m.backend, shifts=DEFAULT_SHIFTS)  # what vocex.separate runs, described
         return separate, {**info, "shifts": separator.shifts, "mask_temperature": separator.temperature,
                           "high_band": separator.high_band}
 
