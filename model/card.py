@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vocex.model.dsp import check_window, default_window
+from vocex.model.dsp import check_temperature, check_window, default_window
 from vocex.model.errors import ModelError
 
 CARD_VERSION = 1
@@ -82,8 +82,12 @@ def live_front_end() -> FrontEnd:
 PRESETS = {"paper": paper_front_end, "live": live_front_end}
 
 
-def _positive(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+def _is_temperature(value: Any) -> bool:
+    """Whether a card's ``mask_temperature`` is a number that :func:`check_temperature` takes."""
+    try:
+        return not isinstance(value, bool) and check_temperature(value) > 0
+    except (TypeError, ValueError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,7 @@ class ModelCard:
         if unknown:
             raise CardError(f"unknown offline settings: {', '.join(sorted(unknown))}")
         for path, settings in (("offline", self.offline), ("live", self.live)):
-            if not _positive(settings.get("mask_temperature", 1.0)):
+            if not _is_temperature(settings.get("mask_temperature", 1.0)):
                 raise CardError(f"{path} mask_temperature must be positive, got {settings['mask_temperature']!r}")
         if self.n_bins > self.n_fft // 2 + 1:
             raise CardError(f"n_bins {self.n_bins} exceeds the {self.n_fft // 2 + 1} STFT bins")
