@@ -387,7 +387,17 @@ def rms(x: NDArray[np.float32]) -> float:
     return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
 
 
-Teacher = Callable[[NDArray[np.float32]], NDArray[np.float32]]  # mono mixture -> vocal estimate, same length
+@dataclass(frozen=True)
+class Teacher:
+    """A model whose vocal estimate is blended into the training targets (distillation).
+
+    ``separate`` maps a mono mixture at the front end's rate to its vocal estimate (same
+    length); ``top_hz`` is the top of the band the teacher's network models: above it the
+    target stays the true vocals (a teacher at a lower rate only guesses the highs).
+    """
+
+    separate: Callable[[NDArray[np.float32]], NDArray[np.float32]]
+    top_hz: float = float("inf")
 
 
 class PatchSampler:
@@ -404,8 +414,8 @@ class PatchSampler:
     how often each source's items are drawn against the others' (1 for a source not named,
     0 leaves a source out); without it every item is equally likely.
 
-    ``teacher`` (distillation) maps a mono mixture segment at the front end's rate to its vocal
-    estimate; the target then blends that estimate into the true vocals (:meth:`patch`).
+    With a ``teacher`` (distillation) the target blends its vocal estimate into the true
+    vocals below its ``top_hz`` (:meth:`patch`).
     """
 
     def __init__(
@@ -445,6 +455,8 @@ class PatchSampler:
         self.segment = (context_frames + self.lead) * front_end.hop
         self.teacher, self.teacher_share = teacher, teacher_share
         self.pad = teacher_pad if teacher is not None else 0  # teacher context each side of a segment
+        top = teacher.top_hz * front_end.n_fft / front_end.sample_rate if teacher is not None else 0.0
+        self.teacher_bins = n_bins if top >= n_bins else int(top)  # bins below the teacher's top
         self.span = self.segment + 2 * self.pad
 
     def _crop(self, signal: NDArray[np.float32], start: int | None = None) -> NDArray[np.float32]:
@@ -504,18 +516,19 @@ class PatchSampler:
     def patch(self) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         """One ``(mixture, target)`` magnitude patch pair.  The target is the true vocals'
         magnitude or, with a teacher, its blend with the teacher's vocal estimate
-        (``teacher_share`` of the teacher's), the teacher hearing ``pad`` samples of context on
-        either side of the patch."""
+        (``teacher_share`` of the teacher's) in the bins below the teacher's ``top_hz``, the
+        teacher hearing ``pad`` samples of context on either side of the patch."""
         vocals, accompaniment = self.segment_pair()
         if self.teacher is None:
             return self.magnitudes(vocals, accompaniment)
         mixture = vocals + accompaniment
         inner = slice(self.pad, self.pad + self.segment)
-        taught = self.teacher(mixture)[inner]
+        taught = self.teacher.separate(mixture)[inner]
         mix, voc = self.magnitudes(vocals[inner], accompaniment[inner])
         _, by_teacher = self.magnitudes(taught, mixture[inner] - taught)
-        s = self.teacher_share
-        return mix, ((1.0 - s) * voc + s * by_teacher).astype(np.float32)
+        s, band = self.teacher_share, slice(0, self.teacher_bins)
+        voc[:, band] = (1.0 - s) * voc[:, band] + s * by_teacher[:, band]
+        return mix, voc
 
     def batch(self, batch_size: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         """``(mix, target)`` magnitudes, each ``(batch, 1, n_bins, n_frames)`` float32."""

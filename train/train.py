@@ -77,8 +77,9 @@ class TrainConfig:
 
 
 def load_teacher(name: str, sample_rate: int) -> Teacher:
-    """A :data:`vocex.train.data.Teacher` from a model name or card path: its offline vocal
-    estimate (the card's settings, one pass, ONNX on one CPU thread)."""
+    """A :class:`vocex.train.data.Teacher` from a model name or card path: its offline vocal
+    estimate (the card's settings, one pass, no high band, ONNX on one CPU thread) and the top
+    of its network's band."""
     import vocex
 
     model = vocex.load(name, backend="onnx", accel="cpu", threads=1)
@@ -86,10 +87,11 @@ def load_teacher(name: str, sample_rate: int) -> Teacher:
     def teach(mixture: np.ndarray) -> np.ndarray:
         peak = float(np.max(np.abs(mixture))) if mixture.size else 0.0
         scale = peak if peak > 1.0 else 1.0  # separate() takes full-scale audio; the mask is level-free
-        vocals, _ = vocex.separate(mixture / scale, sample_rate, model=model, shifts=1)
+        vocals, _ = vocex.separate(mixture / scale, sample_rate, model=model, shifts=1, high_band=False)
         return (vocals * scale).astype(np.float32)
 
-    return teach
+    card = model.card
+    return Teacher(teach, top_hz=card.n_bins * card.sample_rate / card.n_fft)
 
 
 def _sliding_peak_model(unet, frames: int):  # UNet -> nn.Module
@@ -355,7 +357,7 @@ def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object], teacher:
                 + (f", oldest columns zeroed in {cfg.random_context:.0%} of patches" if cfg.random_context > 0 else "")
                 + (f", mask column t for frame t - {cfg.mask_delay}" if cfg.mask_delay else "")
                 + (f"; target {cfg.teacher_share:g} of it replaced by the vocals of teacher {cfg.teacher} "
-                   f"(offline, one pass, {cfg.teacher_context:g} s of context either side)" if cfg.teacher else ""),
+                   f"below its top frequency (offline, one pass, {cfg.teacher_context:g} s of context either side)" if cfg.teacher else ""),
                 "random_mix": cfg.random_mix, "seed": cfg.seed,
                 **({"source_weights": dict(cfg.source_weights)} if cfg.source_weights else {}),
                 "init": str(cfg.init) if cfg.init else None,

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from vocex.model.card import FrontEnd
-from vocex.train.data import (Corpus, DataError, HoldOut, PatchSampler, add_musdb_like, add_shared, detect_layout,
-                              iter_tracks, mir1k_clips)
+from vocex.train.data import (Corpus, DataError, HoldOut, PatchSampler, Teacher, add_musdb_like, add_shared,
+                              detect_layout, iter_tracks, mir1k_clips)
 from tests.conftest import SHARED_DATA, needs_shared_data
 
 FE = FrontEnd(8000, 128, 32, "sqrt_hann")
@@ -79,9 +79,9 @@ def test_teacher_targets_blend_its_estimate_of_the_patch_it_hears_in_context():
         heard.append(mixture.copy())
         return mixture
 
-    def sampler(teacher):
-        return PatchSampler(corpus, FE, 64, 64, seed=1, p_silent=0.0, random_mix=False, teacher=teacher,
-                            teacher_share=0.25, teacher_pad=300)
+    def sampler(separate, top_hz=float("inf")):
+        return PatchSampler(corpus, FE, 64, 64, seed=1, p_silent=0.0, random_mix=False,
+                            teacher=Teacher(separate, top_hz), teacher_share=0.25, teacher_pad=300)
 
     mix, target = sampler(echo).patch()
     mix_silent, target_silent = sampler(np.zeros_like).patch()  # same draws: the teacher uses no randomness
@@ -92,6 +92,14 @@ def test_teacher_targets_blend_its_estimate_of_the_patch_it_hears_in_context():
     np.testing.assert_array_equal(mix, mix_silent)
     np.testing.assert_allclose(target - target_silent, 0.25 * mix, rtol=1e-4, atol=1e-5)
     assert target_silent.sum() > 0  # 0.75 of the true vocals
+
+    # a teacher modelling only the lower half of the band leaves the upper half to the truth
+    top_hz = 32 * FE.sample_rate / FE.n_fft
+    _, low_echo = sampler(echo, top_hz).patch()
+    _, low_silent = sampler(np.zeros_like, top_hz).patch()
+    np.testing.assert_allclose(low_echo[:, :32] - low_silent[:, :32], 0.25 * mix[:, :32], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(low_silent[:, 32:], target_silent[:, 32:] / 0.75, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(low_echo[:, 32:], low_silent[:, 32:])
 
 
 def test_split_is_deterministic_and_disjoint(musdb_hq):

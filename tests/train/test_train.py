@@ -79,7 +79,7 @@ def test_distilling_from_a_shipped_model_is_recorded(musdb_hq, tmp_path, capsys)
     args = ["--out", str(out), "--musdb-root", str(musdb_hq), "--steps", "2", *TINY_ARGS]
     assert main([*args, "--teacher", "default", "--teacher-share", "0.5", "--teacher-context", "0.25"]) == 0
     loss = json.loads((out / "model.json").read_text())["training"]["loss"]
-    assert "0.5 of it replaced by the vocals of teacher default" in loss
+    assert "0.5 of it replaced by the vocals of teacher default below its top frequency" in loss
     assert main([*args, "--teacher", "no-such-model"]) == 3
     assert "no-such-model" in capsys.readouterr().err
     assert main([*args, "--teacher", "default", "--teacher-share", "0"]) == 2
