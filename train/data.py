@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -387,19 +387,6 @@ def rms(x: NDArray[np.float32]) -> float:
     return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
 
 
-@dataclass(frozen=True)
-class Teacher:
-    """A model whose vocal estimate is blended into the training targets (distillation).
-
-    ``separate`` maps a mono mixture at the front end's rate to its vocal estimate (same
-    length); ``top_hz`` is the top of the band the teacher's network models: above it the
-    target stays the true vocals (a teacher at a lower rate only guesses the highs).
-    """
-
-    separate: Callable[[NDArray[np.float32]], NDArray[np.float32]]
-    top_hz: float = float("inf")
-
-
 class PatchSampler:
     """Random-mix training patches: ``(mixture_mag, vocal_mag)``, each ``(1, n_bins, n_frames)``.
 
@@ -413,9 +400,6 @@ class PatchSampler:
     ``source_weights`` (``{source: weight}``, sources as :func:`source_of` names them) scale
     how often each source's items are drawn against the others' (1 for a source not named,
     0 leaves a source out); without it every item is equally likely.
-
-    With a ``teacher`` (distillation) the target blends its vocal estimate into the true
-    vocals below its ``top_hz`` (:meth:`patch`).
     """
 
     def __init__(
@@ -431,9 +415,6 @@ class PatchSampler:
         random_mix: bool = True,
         var_db: tuple[float, float] = (-8.0, 2.0),
         source_weights: dict[str, float] | None = None,
-        teacher: Teacher | None = None,
-        teacher_share: float = 0.5,
-        teacher_pad: int = 0,
     ) -> None:
         if source_weights:
             corpus = corpus.weighted(source_weights)
@@ -453,14 +434,9 @@ class PatchSampler:
         # frames fully inside the segment: skip the first `lead` padded frames of stft()
         self.lead = -(-front_end.n_fft // front_end.hop) - 1
         self.segment = (context_frames + self.lead) * front_end.hop
-        self.teacher, self.teacher_share = teacher, teacher_share
-        self.pad = teacher_pad if teacher is not None else 0  # teacher context each side of a segment
-        top = teacher.top_hz * front_end.n_fft / front_end.sample_rate if teacher is not None else 0.0
-        self.teacher_bins = n_bins if top >= n_bins else int(top)  # bins below the teacher's top
-        self.span = self.segment + 2 * self.pad
 
     def _crop(self, signal: NDArray[np.float32], start: int | None = None) -> NDArray[np.float32]:
-        n = self.span
+        n = self.segment
         if len(signal) >= n:
             s = self.rng.integers(0, len(signal) - n + 1) if start is None else start
             return signal[s : s + n]
@@ -478,12 +454,11 @@ class PatchSampler:
         return float(10 ** (self.rng.uniform(-self.gain_db, self.gain_db) / 20))
 
     def segment_pair(self) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-        """One random ``(vocals, accompaniment)`` segment, mono, ``span`` samples each
-        (``segment`` plus the teacher's context on both sides)."""
+        """One random ``(vocals, accompaniment)`` segment, mono, ``segment`` samples each."""
         c = self.corpus
         if self.rng.random() < self.p_pair:
             _, v, a = c.pairs[self._pick("pairs")]
-            n = self.span
+            n = self.segment
             if len(v) >= n:
                 s = int(self.rng.integers(0, len(v) - n + 1))
                 vocals, accomp = v[s : s + n], a[s : s + n]
@@ -513,24 +488,7 @@ class PatchSampler:
         mag = np.abs(spec).astype(np.float32)
         return mag[0:1], mag[1:2]
 
-    def patch(self) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-        """One ``(mixture, target)`` magnitude patch pair.  The target is the true vocals'
-        magnitude or, with a teacher, its blend with the teacher's vocal estimate
-        (``teacher_share`` of the teacher's) in the bins below the teacher's ``top_hz``, the
-        teacher hearing ``pad`` samples of context on either side of the patch."""
-        vocals, accompaniment = self.segment_pair()
-        if self.teacher is None:
-            return self.magnitudes(vocals, accompaniment)
-        mixture = vocals + accompaniment
-        inner = slice(self.pad, self.pad + self.segment)
-        taught = self.teacher.separate(mixture)[inner]
-        mix, voc = self.magnitudes(vocals[inner], accompaniment[inner])
-        _, by_teacher = self.magnitudes(taught, mixture[inner] - taught)
-        s, band = self.teacher_share, slice(0, self.teacher_bins)
-        voc[:, band] = (1.0 - s) * voc[:, band] + s * by_teacher[:, band]
-        return mix, voc
-
     def batch(self, batch_size: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-        """``(mix, target)`` magnitudes, each ``(batch, 1, n_bins, n_frames)`` float32."""
-        mixes, vocs = zip(*(self.patch() for _ in range(batch_size)))
+        """``(mix, vocals)`` magnitudes, each ``(batch, 1, n_bins, n_frames)`` float32."""
+        mixes, vocs = zip(*(self.magnitudes(*self.segment_pair()) for _ in range(batch_size)))
         return np.stack(mixes), np.stack(vocs)

@@ -25,7 +25,7 @@ from vocex.model.card import PRESETS, CardError, FrontEnd, ModelCard
 from vocex.model.dsp import WINDOWS, default_window
 from vocex.model.cli import console
 from vocex.model.errors import EXIT_OK, InputError, ModelError, raise_as
-from vocex.train.data import Corpus, DataError, PatchSampler, Teacher, add_musdb_like, add_shared
+from vocex.train.data import Corpus, DataError, PatchSampler, add_musdb_like, add_shared
 from vocex.train.gamemusic import APT_INSTALL, add_game_music
 
 PROG = "vocex-train"
@@ -63,9 +63,6 @@ class TrainConfig:
     newest_lookahead: int = 0
     random_context: float = 0.0
     init: Path | None = None
-    teacher: str | None = None
-    teacher_share: float = 0.5
-    teacher_context: float = 2.0
     source_weights: tuple[tuple[str, float], ...] = ()
 
     def front_end(self) -> FrontEnd:
@@ -74,24 +71,6 @@ class TrainConfig:
         hop = self.hop or base.hop
         window = self.window or (base.window if (n_fft, hop) == (base.n_fft, base.hop) else default_window(n_fft, hop))
         return FrontEnd(self.sample_rate or base.sample_rate, n_fft, hop, window)
-
-
-def load_teacher(name: str, sample_rate: int) -> Teacher:
-    """A :class:`vocex.train.data.Teacher` from a model name or card path: its offline vocal
-    estimate (the card's settings, one pass, no high band, ONNX on one CPU thread) and the top
-    of its network's band."""
-    import vocex
-
-    model = vocex.load(name, backend="onnx", accel="cpu", threads=1)
-
-    def teach(mixture: np.ndarray) -> np.ndarray:
-        peak = float(np.max(np.abs(mixture))) if mixture.size else 0.0
-        scale = peak if peak > 1.0 else 1.0  # separate() takes full-scale audio; the mask is level-free
-        vocals, _ = vocex.separate(mixture / scale, sample_rate, model=model, shifts=1, high_band=False)
-        return (vocals * scale).astype(np.float32)
-
-    card = model.card
-    return Teacher(teach, top_hz=card.n_bins * card.sample_rate / card.n_fft)
 
 
 def _sliding_peak_model(unet, frames: int):  # UNet -> nn.Module
@@ -182,13 +161,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from these weights: a model.pt of the same or a narrower width (widened "
                         "to --base-channels, same function), or a model's .onnx graph of the same shape "
                         "(e.g. a shipped model's)")
-    p.add_argument("--teacher", metavar="MODEL",
-                   help="distil: blend this model's offline vocal estimate of each training mixture into "
-                        "the target (a shipped model name or a card path; e.g. default for a live model)")
-    p.add_argument("--teacher-share", type=float, default=TrainConfig.teacher_share,
-                   help="with --teacher: the teacher's share of the target, 0 to 1")
-    p.add_argument("--teacher-context", type=float, default=TrainConfig.teacher_context,
-                   help="with --teacher: seconds of audio the teacher hears on either side of a patch")
     p.add_argument("--source-weight", dest="source_weights", type=_source_weight, action="append", default=[],
                    metavar="SOURCE=W",
                    help="draw this source's items W times as often as others' (1 by default, 0 leaves it "
@@ -227,9 +199,8 @@ def _cosine_lr(cfg: TrainConfig, step: int) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * frac))
 
 
-def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object], teacher: Teacher | None = None) -> Path:
-    """Train (distilling from ``teacher`` if given, see ``--teacher``); returns the path of the
-    final ``model.pt``."""
+def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object]) -> Path:
+    """Train; returns the path of the final ``model.pt``."""
     import torch
     import torch.distributed as dist
     from tqdm import tqdm
@@ -249,9 +220,7 @@ def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object], teacher:
     if not val_set.pairs and not (val_set.vocals and val_set.accompaniments):
         val_set = train_set  # tiny corpora: validate on fresh random mixes of the same pool
     sampler = PatchSampler(train_set, fe, cfg.n_bins, cfg.context_frames, seed=cfg.seed * 1000 + rank,
-                           random_mix=cfg.random_mix, source_weights=dict(cfg.source_weights),
-                           teacher=teacher, teacher_share=cfg.teacher_share,
-                           teacher_pad=round(cfg.teacher_context * fe.sample_rate))
+                           random_mix=cfg.random_mix, source_weights=dict(cfg.source_weights))
     model = UNet(cfg.base_channels, causal=cfg.causal).to(device)
     peak_frames = cfg.peak_frames or cfg.context_frames
     run = _sliding_peak_model(model, peak_frames) if cfg.stateful else model  # what the loss sees
@@ -355,9 +324,7 @@ def train(cfg: TrainConfig, corpus: Corpus, sources: dict[str, object], teacher:
                 + (f", newest {cfg.newest_columns} columns weighted +{cfg.newest_weight}" if weights is not None else "")
                 + (f" (lookahead {cfg.newest_lookahead})" if weights is not None and cfg.newest_lookahead else "")
                 + (f", oldest columns zeroed in {cfg.random_context:.0%} of patches" if cfg.random_context > 0 else "")
-                + (f", mask column t for frame t - {cfg.mask_delay}" if cfg.mask_delay else "")
-                + (f"; target {cfg.teacher_share:g} of it replaced by the vocals of teacher {cfg.teacher} "
-                   f"below its top frequency (offline, one pass, {cfg.teacher_context:g} s of context either side)" if cfg.teacher else ""),
+                + (f", mask column t for frame t - {cfg.mask_delay}" if cfg.mask_delay else ""),
                 "random_mix": cfg.random_mix, "seed": cfg.seed,
                 **({"source_weights": dict(cfg.source_weights)} if cfg.source_weights else {}),
                 "init": str(cfg.init) if cfg.init else None,
@@ -432,9 +399,6 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError("--peak-frames needs --stateful and must be at least 1")
     if not 0.0 <= cfg.random_context <= 1.0:
         raise InputError(f"--random-context is a share of patches, 0 to 1; got {cfg.random_context}")
-    if cfg.teacher is not None and (not 0.0 < cfg.teacher_share <= 1.0 or not cfg.teacher_context >= 0):
-        raise InputError(f"--teacher-share must be in (0, 1] and --teacher-context not negative, "
-                         f"got {cfg.teacher_share} and {cfg.teacher_context}")
     if cfg.init is not None:
         problem = _check_init(cfg.init, cfg)
         if problem:
@@ -445,7 +409,6 @@ def main(argv: list[str] | None = None) -> int:
             ModelCard.from_front_end("check", fe, n_bins=cfg.n_bins, context_frames=cfg.context_frames)
         except CardError as exc:  # the options make no valid card: bad input, not a model file's problem
             raise InputError(str(exc)) from exc
-        teacher = load_teacher(cfg.teacher, fe.sample_rate) if cfg.teacher else None
         shared = args.shared_root
         if not args.musdb_root and not shared:
             raise DataError("no training data: give --musdb-root and/or --shared-root")
@@ -467,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         secs = corpus.seconds()
         print("corpus: " + ", ".join(f"{k} {v:.0f} s" for k, v in secs.items()), file=sys.stderr)
     try:
-        train(cfg, corpus, sources, teacher)
+        train(cfg, corpus, sources)
     except KeyboardInterrupt:
         raise KeyboardInterrupt("checkpoint saved, run the same command to resume") from None
     return EXIT_OK

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from vocex.model.card import FrontEnd
-from vocex.train.data import (Corpus, DataError, HoldOut, PatchSampler, Teacher, add_musdb_like, add_shared,
-                              detect_layout, iter_tracks, mir1k_clips)
+from vocex.train.data import (Corpus, DataError, HoldOut, PatchSampler, add_musdb_like, add_shared, detect_layout,
+                              iter_tracks, mir1k_clips)
 from tests.conftest import SHARED_DATA, needs_shared_data
 
 FE = FrontEnd(8000, 128, 32, "sqrt_hann")
@@ -67,39 +67,6 @@ def test_patch_magnitudes_are_the_mixture_of_the_stems():
     mix_only, _ = sampler.magnitudes(v + a, np.zeros_like(v))
     np.testing.assert_allclose(mix, mix_only, rtol=1e-5, atol=1e-5)
     assert voc.sum() > 0
-
-
-def test_teacher_targets_blend_its_estimate_of_the_patch_it_hears_in_context():
-    corpus = Corpus(8000)
-    rng = np.random.default_rng(0)
-    corpus.add_pair("x", rng.standard_normal((20000, 1)).astype(np.float32), rng.standard_normal((20000, 1)).astype(np.float32))
-    heard = []
-
-    def echo(mixture):  # a teacher that calls the whole mixture vocals
-        heard.append(mixture.copy())
-        return mixture
-
-    def sampler(separate, top_hz=float("inf")):
-        return PatchSampler(corpus, FE, 64, 64, seed=1, p_silent=0.0, random_mix=False,
-                            teacher=Teacher(separate, top_hz), teacher_share=0.25, teacher_pad=300)
-
-    mix, target = sampler(echo).patch()
-    mix_silent, target_silent = sampler(np.zeros_like).patch()  # same draws: the teacher uses no randomness
-    s = sampler(echo)
-    assert len(heard[0]) == s.segment + 600
-    centre, _ = s.magnitudes(heard[0][300 : 300 + s.segment], np.zeros(s.segment, np.float32))
-    np.testing.assert_allclose(mix, centre, rtol=1e-5, atol=1e-5)  # the patch is the middle of what it heard
-    np.testing.assert_array_equal(mix, mix_silent)
-    np.testing.assert_allclose(target - target_silent, 0.25 * mix, rtol=1e-4, atol=1e-5)
-    assert target_silent.sum() > 0  # 0.75 of the true vocals
-
-    # a teacher modelling only the lower half of the band leaves the upper half to the truth
-    top_hz = 32 * FE.sample_rate / FE.n_fft
-    _, low_echo = sampler(echo, top_hz).patch()
-    _, low_silent = sampler(np.zeros_like, top_hz).patch()
-    np.testing.assert_allclose(low_echo[:, :32] - low_silent[:, :32], 0.25 * mix[:, :32], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(low_silent[:, 32:], target_silent[:, 32:] / 0.75, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(low_echo[:, 32:], low_silent[:, 32:])
 
 
 def test_split_is_deterministic_and_disjoint(musdb_hq):

@@ -74,18 +74,6 @@ def test_low_delay_window_is_trained_and_recorded(musdb_hq, tmp_path, capsys):
     assert not (tmp_path / "bad").exists()
 
 
-def test_distilling_from_a_shipped_model_is_recorded(musdb_hq, tmp_path, capsys):
-    out = tmp_path / "kd"
-    args = ["--out", str(out), "--musdb-root", str(musdb_hq), "--steps", "2", *TINY_ARGS]
-    assert main([*args, "--teacher", "default", "--teacher-share", "0.5", "--teacher-context", "0.25"]) == 0
-    loss = json.loads((out / "model.json").read_text())["training"]["loss"]
-    assert "0.5 of it replaced by the vocals of teacher default below its top frequency" in loss
-    assert main([*args, "--teacher", "no-such-model"]) == 3
-    assert "no-such-model" in capsys.readouterr().err
-    assert main([*args, "--teacher", "default", "--teacher-share", "0"]) == 2
-    assert "--teacher-share must be in (0, 1]" in capsys.readouterr().err
-
-
 def test_no_data_is_a_clear_error(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "r")]) == 2
     assert "no training data" in capsys.readouterr().err
