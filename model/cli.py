@@ -10,7 +10,7 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from vocex.model.backends import ACCELS, BACKENDS, ModelFiles
+from vocex.model.backends import ACCELS, BACKENDS, ModelFiles, shipped_models
 from vocex.model.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, InputError, VocexError
 from vocex.model.separate import DEFAULT_SHIFTS
 
@@ -61,8 +61,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, backends: tuple[str, ..
     """``--model``, ``--backend``, ``--accel``, ``--threads`` (``threads_default`` says what
     the command does without it)."""
     parser.add_argument("--model", help="model card (.json), weights file, folder, or a shipped model by name: "
-                        "default, paper, live, live-window, live-ensemble, live-low-delay (default: the shipped model "
-                        "for the job)")
+                        f"{', '.join(shipped_models())} (default: the shipped model for the job)")
     parser.add_argument("--backend", choices=("auto", *backends), default="auto",
                         help="inference backend (auto: ONNX Runtime, else TorchScript)")
     parser.add_argument("--accel", choices=ACCELS, default="auto", help="CUDA when present (auto), or force one")
